@@ -1,0 +1,151 @@
+"""Alert building: from a threshold trigger to the facts logged and the Sentry event sent. Pure."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from alertd.event import FailureEvent
+from alertd.tracker import Trigger
+
+MAX_TAG_KEY = 32
+MAX_TAG_VALUE = 200
+_TAG_KEY_OK = re.compile(r"[A-Za-z0-9_.:-]+")
+_TAG_KEY_BAD = re.compile(r"[^A-Za-z0-9_.:-]")
+FINGERPRINT_PREFIX = "alertd-upstream-failure"
+
+
+def clean_tag_key(key: str) -> str:
+    """Make `key` a valid Sentry tag key: at most 32 characters of [A-Za-z0-9_.:-]."""
+    if len(key) <= MAX_TAG_KEY and _TAG_KEY_OK.fullmatch(key):
+        return key
+    return _TAG_KEY_BAD.sub("_", key)[:MAX_TAG_KEY]
+
+
+def clean_tag_value(value: object) -> str | None:
+    """Make `value` a tag value Sentry keeps unchanged, or None when nothing is left.
+
+    Sentry keeps values of 1-200 characters without newlines; control characters become spaces.
+    """
+    if value is None:
+        return None
+    text = str(value)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " for c in text)
+    text = text.strip()
+    if len(text) > MAX_TAG_VALUE:
+        text = text[: MAX_TAG_VALUE - 1].rstrip() + "…"
+    return text or None
+
+
+def iso(epoch: float) -> str:
+    """RFC 3339 UTC time with milliseconds."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert for one provider; times are epoch seconds."""
+
+    event_id: str
+    provider: str
+    count: int
+    window_seconds: float
+    threshold: int
+    first_failure_at: float
+    last_failure_at: float
+    throttled_since_last: int
+    trigger: FailureEvent
+    recent: tuple[tuple[float, FailureEvent], ...]
+    test: bool = False
+
+    @property
+    def message(self) -> str:
+        """The one-line summary used as the Sentry message and in the log."""
+        prefix = "[TEST ALERT from alertd send-test] " if self.test else ""
+        return (
+            f"{prefix}Upstream provider {self.provider} failed {self.count} times "
+            f"in the last {self.window_seconds:g}s (threshold {self.threshold})"
+        )
+
+    def tags(self) -> dict[str, str]:
+        """Sentry tags from the triggering failure, cleaned to survive Sentry's normalization."""
+        trigger = self.trigger
+        raw = {
+            "provider": self.provider,
+            "route": trigger.route,
+            "request_id": trigger.request_id,
+            "error_type": trigger.error_type,
+            "status_code": trigger.status,
+            "api_key": trigger.api_key,
+        }
+        if self.test:
+            raw["alertd_test"] = "true"
+        tags = {}
+        for key, value in raw.items():
+            cleaned = clean_tag_value(value)
+            if cleaned is not None:
+                tags[clean_tag_key(key)] = cleaned
+        return tags
+
+    def context(self) -> dict[str, Any]:
+        """The `upstream_failure` context: the facts behind the alert."""
+        return {
+            "provider": self.provider,
+            "count": self.count,
+            "window_seconds": self.window_seconds,
+            "threshold": self.threshold,
+            "first_failure_at": iso(self.first_failure_at),
+            "last_failure_at": iso(self.last_failure_at),
+            "throttled_since_last_alert": self.throttled_since_last,
+            "recent_failures": [{"at": iso(at), **event.to_dict()} for at, event in self.recent],
+        }
+
+    def to_sentry_event(self) -> dict[str, Any]:
+        """The Sentry event payload: level error, one issue per provider via the fingerprint."""
+        return {
+            "event_id": self.event_id,
+            "level": "error",
+            "logger": "alertd",
+            "message": {"formatted": self.message},
+            "fingerprint": [FINGERPRINT_PREFIX, self.provider],
+            "tags": self.tags(),
+            "contexts": {"upstream_failure": self.context()},
+        }
+
+    def to_log_fields(self) -> dict[str, Any]:
+        """The same facts as the Sentry event, for the `alert_fired` log line."""
+        return {
+            "event_id": self.event_id,
+            "message": self.message,
+            "fingerprint": [FINGERPRINT_PREFIX, self.provider],
+            "tags": self.tags(),
+            "upstream_failure": self.context(),
+        }
+
+
+def build_alert(
+    trigger: Trigger,
+    epoch_offset: float,
+    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    *,
+    test: bool = False,
+) -> Alert:
+    """Turn a trigger (monotonic times) into an alert (epoch times); `epoch_offset` is wall - monotonic."""
+    return Alert(
+        event_id=new_id(),
+        provider=trigger.provider,
+        count=trigger.count,
+        window_seconds=trigger.rule.window,
+        threshold=trigger.rule.threshold,
+        first_failure_at=trigger.first_at + epoch_offset,
+        last_failure_at=trigger.at + epoch_offset,
+        throttled_since_last=trigger.throttled_since_last,
+        trigger=trigger.event,
+        recent=tuple((at + epoch_offset, event) for at, event in trigger.recent),
+        test=test,
+    )

@@ -1,0 +1,173 @@
+"""The HTTP edge: the ingest and query API, and the metrics and health endpoints."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from alertd.anonymizer import Anonymizer
+from alertd.config import Config
+from alertd.errors import InvalidEventError
+from alertd.event import CONTENT_TYPES, decode_events
+from alertd.service import AlertService
+
+FAILURES_PATH = "/v1/failures"
+
+
+@dataclass(slots=True)
+class Health:
+    """What /readyz reports: ready once both listeners are up, not ready while draining."""
+
+    ready: bool = False
+    draining: bool = False
+
+
+SERVICE = web.AppKey("service", AlertService)
+CONFIG = web.AppKey("config", Config)
+ANONYMIZER = web.AppKey("anonymizer", Anonymizer)
+HEALTH = web.AppKey("health", Health)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, error: str, detail: str, **extra: Any) -> web.Response:
+    """The JSON body every error answer carries."""
+    return web.json_response({"error": error, "detail": detail, **extra}, status=status)
+
+
+def _reject(request: web.Request, reason: str, status: int, detail: str, **extra: Any) -> web.Response:
+    service = request.app[SERVICE]
+    service.metrics.rejected.labels(reason).inc()
+    service.log.debug("ingest_rejected", reason=reason, detail=detail, status=status, **extra)
+    return error_response(status, reason, detail, **extra)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error in JSON; report unexpected ones instead of leaking a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = exc.reason.lower().replace(" ", "_")
+        if request.path == FAILURES_PATH and exc.status == 405:
+            return _reject(request, "method_not_allowed", 405, f"{request.method} is not allowed; use POST")
+        return error_response(exc.status, error, exc.text or exc.reason)
+    except Exception as exc:
+        service = request.app[SERVICE]
+        service.log.exception("internal_error", path=request.path)
+        service.sink.report_exception(exc)
+        return error_response(500, "internal_error", "alertd failed to handle the request; see its log")
+
+
+def _authorized(request: web.Request) -> bool:
+    token = request.app[CONFIG].ingest_token
+    if token is None:
+        return True
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def _unauthorized() -> web.Response:
+    response = error_response(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="alertd"'
+    return response
+
+
+async def post_failures(request: web.Request) -> web.Response:
+    """POST /v1/failures: record one event, a JSON array of events, or NDJSON."""
+    if not _authorized(request):
+        request.app[SERVICE].metrics.rejected.labels("unauthorized").inc()
+        return _unauthorized()
+    if request.content_type not in CONTENT_TYPES:
+        return _reject(
+            request,
+            "unsupported_media_type",
+            415,
+            f"Content-Type must be one of {', '.join(CONTENT_TYPES)}",
+        )
+    limit = request.app[CONFIG].max_body_bytes
+    too_large = f"the body is over ALERTD_MAX_BODY_BYTES ({limit} bytes)"
+    if request.content_length is not None and request.content_length > limit:
+        return _reject(request, "body_too_large", 413, too_large)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(request, "body_too_large", 413, too_large)
+    try:
+        events = decode_events(body, request.content_type, request.app[ANONYMIZER].anonymize)
+    except InvalidEventError as exc:
+        extra = {} if exc.index is None else {"index": exc.index}
+        return _reject(request, exc.code, 400, exc.detail, **extra)
+    await request.app[SERVICE].ingest(events)
+    return web.json_response({"accepted": len(events)}, status=202)
+
+
+async def get_providers(request: web.Request) -> web.Response:
+    """GET /v1/providers: every tracked provider's figures."""
+    if not _authorized(request):
+        return _unauthorized()
+    service = request.app[SERVICE]
+    stats = await service.tracker.all_stats()
+    return web.json_response({"providers": [service.describe(s) for s in stats]})
+
+
+async def get_provider(request: web.Request) -> web.Response:
+    """GET /v1/providers/{provider}: one provider's figures, 404 if it is not tracked."""
+    if not _authorized(request):
+        return _unauthorized()
+    service = request.app[SERVICE]
+    stats = await service.tracker.stats(request.match_info["provider"])
+    if stats is None:
+        return error_response(404, "not_found", "this provider is not tracked (no recent failures)")
+    return web.json_response(service.describe(stats))
+
+
+def make_app(service: AlertService, config: Config, anonymizer: Anonymizer) -> web.Application:
+    """The ingest and query API (ALERTD_LISTEN)."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors])
+    app[SERVICE] = service
+    app[CONFIG] = config
+    app[ANONYMIZER] = anonymizer
+    app.router.add_post(FAILURES_PATH, post_failures)
+    app.router.add_get("/v1/providers", get_providers)
+    app.router.add_get("/v1/providers/{provider}", get_provider)
+    return app
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    body = generate_latest(request.app[SERVICE].metrics.registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """GET /healthz: 200 while the process runs."""
+    return web.json_response({"status": "ok"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 once both listeners are up, 503 while starting or draining."""
+    health = request.app[HEALTH]
+    if health.ready and not health.draining:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "draining" if health.draining else "starting"}, status=503)
+
+
+def make_metrics_app(service: AlertService, health: Health) -> web.Application:
+    """/metrics, /healthz and /readyz (ALERTD_METRICS_LISTEN)."""
+    app = web.Application(middlewares=[_errors])
+    app[SERVICE] = service
+    app[HEALTH] = health
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    return app

@@ -1,0 +1,248 @@
+"""The daemon's configuration: one frozen value parsed from an environment mapping.
+
+Nothing else in alertd reads `os.environ`; the CLI passes it to `Config.from_environ`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from alertd.errors import ConfigError
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "console")
+MAX_THRESHOLD = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A TCP listen address."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def from_string(cls, text: str) -> Address:
+        """Parse `host:port` or `[ipv6]:port`; raises ValueError."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ValueError(text)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        port = int(port_text)
+        if not 0 <= port <= 65535 or not host or any(c.isspace() for c in host):
+            raise ValueError(text)
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dsn:
+    """A Sentry DSN; its public key is a secret and never printed."""
+
+    url: str = field(repr=False)
+
+    @classmethod
+    def from_string(cls, text: str) -> Dsn:
+        """Check the DSN's shape (`https://KEY@HOST/PROJECT`); raises ValueError."""
+        parts = urlsplit(text)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.username
+            or not parts.hostname
+            or not parts.path.strip("/").split("/")[-1].isdigit()
+        ):
+            raise ValueError(text)
+        return cls(text)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The parts of the DSN that must never appear in output."""
+        parts = urlsplit(self.url)
+        return tuple(s for s in (parts.username, parts.password) if s)
+
+    def redacted(self) -> str:
+        """The DSN with its key replaced by `***`."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://***@{netloc}{parts.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of the daemon, validated."""
+
+    listen: Address = Address("127.0.0.1", 9180)
+    metrics_listen: Address = Address("0.0.0.0", 9181)  # noqa: S104 - Prometheus scrapes from outside the pod
+    threshold: int = 5
+    window_seconds: float = 300.0
+    cooldown_seconds: float = 60.0
+    cleanup_interval_seconds: float = 30.0
+    max_providers: int = 10_000
+    max_body_bytes: int = 1_048_576
+    shutdown_timeout_seconds: float = 5.0
+    ingest_token: str | None = field(default=None, repr=False)
+    api_key_salt: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    log_format: str = "json"
+    sentry_dsn: Dsn | None = None
+    sentry_environment: str = "production"
+    sentry_release: str | None = None
+    sentry_sample_rate: float = 1.0
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Config:
+        """Build the config from `environ`; raises ConfigError naming the first bad variable."""
+        warnings: list[str] = []
+        env = _Reader(environ)
+        d = cls()
+        sample_rate = env.get("SENTRY_SAMPLE_RATE", 1.0, _finite_float, "a number between 0 and 1")
+        if not 0.0 <= sample_rate <= 1.0:
+            clamped = min(1.0, max(0.0, sample_rate))
+            warnings.append(f"SENTRY_SAMPLE_RATE={sample_rate} is outside [0, 1]; using {clamped}")
+            sample_rate = clamped
+        salt = env.get("ALERTD_API_KEY_SALT", None, _non_empty, "a non-empty string")
+        if salt is None:
+            warnings.append("ALERTD_API_KEY_SALT is unset: API keys are hashed without a salt; set one per deployment")
+        return cls(
+            listen=env.get("ALERTD_LISTEN", d.listen, Address.from_string, "HOST:PORT, e.g. 127.0.0.1:9180"),
+            metrics_listen=env.get(
+                "ALERTD_METRICS_LISTEN", d.metrics_listen, Address.from_string, "HOST:PORT, e.g. 0.0.0.0:9181"
+            ),
+            threshold=env.get(
+                "ALERTD_THRESHOLD", d.threshold, _int_in(1, MAX_THRESHOLD), f"an integer from 1 to {MAX_THRESHOLD}"
+            ),
+            window_seconds=env.get("ALERTD_WINDOW_SECONDS", d.window_seconds, _positive, "a number > 0"),
+            cooldown_seconds=env.get("ALERTD_COOLDOWN_SECONDS", d.cooldown_seconds, _non_negative, "a number >= 0"),
+            cleanup_interval_seconds=env.get(
+                "ALERTD_CLEANUP_INTERVAL_SECONDS", d.cleanup_interval_seconds, _positive, "a number > 0"
+            ),
+            max_providers=env.get(
+                "ALERTD_MAX_PROVIDERS", d.max_providers, _int_in(1, 10_000_000), "an integer from 1 to 10000000"
+            ),
+            max_body_bytes=env.get(
+                "ALERTD_MAX_BODY_BYTES", d.max_body_bytes, _int_in(64, 1 << 30), "an integer from 64 to 1073741824"
+            ),
+            shutdown_timeout_seconds=env.get(
+                "ALERTD_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, _non_negative, "a number >= 0"
+            ),
+            ingest_token=env.get("ALERTD_INGEST_TOKEN", None, _token, "a non-empty string of visible ASCII"),
+            api_key_salt=salt,
+            log_level=env.get("ALERTD_LOG_LEVEL", d.log_level, _choice(LOG_LEVELS), "|".join(LOG_LEVELS)),
+            log_format=env.get("ALERTD_LOG_FORMAT", d.log_format, _choice(LOG_FORMATS), "|".join(LOG_FORMATS)),
+            sentry_dsn=env.get("SENTRY_DSN", None, Dsn.from_string, "a Sentry DSN like https://KEY@HOST/PROJECT_ID"),
+            sentry_environment=env.get("SENTRY_ENVIRONMENT", d.sentry_environment, _non_empty, "a non-empty string"),
+            sentry_release=env.get("SENTRY_RELEASE", None, _non_empty, "a non-empty string"),
+            sentry_sample_rate=sample_rate,
+            warnings=tuple(warnings),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value in the config, for redaction of output."""
+        found = [s for s in (self.ingest_token, self.api_key_salt) if s]
+        if self.sentry_dsn is not None:
+            found.extend(self.sentry_dsn.secrets)
+        return tuple(found)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings by variable name, with every secret redacted."""
+
+        def hidden(value: str | None) -> str | None:
+            return None if value is None else "<redacted>"
+
+        return {
+            "ALERTD_LISTEN": str(self.listen),
+            "ALERTD_METRICS_LISTEN": str(self.metrics_listen),
+            "ALERTD_THRESHOLD": self.threshold,
+            "ALERTD_WINDOW_SECONDS": self.window_seconds,
+            "ALERTD_COOLDOWN_SECONDS": self.cooldown_seconds,
+            "ALERTD_CLEANUP_INTERVAL_SECONDS": self.cleanup_interval_seconds,
+            "ALERTD_MAX_PROVIDERS": self.max_providers,
+            "ALERTD_MAX_BODY_BYTES": self.max_body_bytes,
+            "ALERTD_SHUTDOWN_TIMEOUT_SECONDS": self.shutdown_timeout_seconds,
+            "ALERTD_INGEST_TOKEN": hidden(self.ingest_token),
+            "ALERTD_API_KEY_SALT": hidden(self.api_key_salt),
+            "ALERTD_LOG_LEVEL": self.log_level,
+            "ALERTD_LOG_FORMAT": self.log_format,
+            "SENTRY_DSN": None if self.sentry_dsn is None else self.sentry_dsn.redacted(),
+            "SENTRY_ENVIRONMENT": self.sentry_environment,
+            "SENTRY_RELEASE": self.sentry_release,
+            "SENTRY_SAMPLE_RATE": self.sentry_sample_rate,
+        }
+
+
+class _Reader:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, default: T, parse: Callable[[str], T], accepted: str) -> T:
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError:
+            value = "<redacted>" if name in ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN") else raw
+            raise ConfigError(name, value, accepted) from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in options:
+            raise ValueError(text)
+        return text.lower()
+
+    return parse
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise ValueError(text)
+    return text
+
+
+def _token(text: str) -> str:
+    if not text.isascii() or not text.isprintable() or " " in text:
+        raise ValueError(text)
+    return text

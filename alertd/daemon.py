@@ -1,0 +1,174 @@
+"""The daemon's lifecycle: wires config to the service and the network, and shuts down in order.
+
+One anyio task group owns every task. Readiness comes from `task_status.started()`; shutdown is the
+cancellation of that group, after which a shielded, time-bounded drain stops the ingest listener
+(in-flight requests finish), delivers queued Sentry events, and closes the metrics listener last.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+
+from alertd import __version__
+from alertd.anonymizer import Anonymizer
+from alertd.api import Health, make_app, make_metrics_app
+from alertd.config import Address, Config
+from alertd.errors import ListenError
+from alertd.metrics import Metrics
+from alertd.sentry import SentrySink
+from alertd.service import AlertService
+from alertd.sink import AlertSink, NullSink
+from alertd.tracker import MemoryTracker
+from alertd.window import Rule
+
+SinkFactory = Callable[[AlertService], AlertSink]
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """The addresses the daemon actually bound (port 0 in the config becomes a real port)."""
+
+    api: Address
+    metrics: Address
+
+
+def build_service(
+    config: Config,
+    log: FilteringBoundLogger,
+    registry: CollectorRegistry,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> AlertService:
+    """The service with an in-memory tracker and no sink yet."""
+    rule = Rule(config.threshold, config.window_seconds, config.cooldown_seconds)
+    tracker = MemoryTracker(rule, config.max_providers, clock)
+    metrics = Metrics(registry, tracker.tracked)
+    return AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
+
+
+def default_sink(config: Config) -> SinkFactory:
+    """Sentry when SENTRY_DSN is set, otherwise alerts go only to the log."""
+
+    def make(service: AlertService) -> AlertSink:
+        if config.sentry_dsn is None:
+            return NullSink()
+        return SentrySink(
+            config.sentry_dsn,
+            environment=config.sentry_environment,
+            release=config.sentry_release,
+            sample_rate=config.sentry_sample_rate,
+            on_outcome=service.record_outcome,
+        )
+
+    return make
+
+
+def bind(variable: str, address: Address) -> socket.socket:
+    """A listening TCP socket for `address`; raises ListenError naming `variable`."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        return socket.create_server((address.host, address.port), family=family, backlog=1024)
+    except OSError as exc:
+        raise ListenError(variable, str(address), exc.strerror or str(exc)) from None
+
+
+def _bound(sock: socket.socket) -> Address:
+    host, port = sock.getsockname()[:2]
+    return Address(host, port)
+
+
+async def _cleanup_loop(service: AlertService, interval: float) -> None:
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await service.cleanup()
+        except Exception as exc:
+            service.log.exception("cleanup_failed")
+            service.sink.report_exception(exc)
+
+
+async def serve(
+    config: Config,
+    log: FilteringBoundLogger,
+    *,
+    registry: CollectorRegistry | None = None,
+    make_sink: SinkFactory | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until cancelled; then drain within ALERTD_SHUTDOWN_TIMEOUT_SECONDS."""
+    service = build_service(config, log, registry or CollectorRegistry(), clock, wall_clock)
+    service.sink = (make_sink or default_sink(config))(service)
+    health = Health()
+    anonymizer = Anonymizer(config.api_key_salt)
+    timeout = config.shutdown_timeout_seconds
+    api_runner = web.AppRunner(
+        make_app(service, config, anonymizer), handle_signals=False, access_log=None, shutdown_timeout=timeout
+    )
+    metrics_runner = web.AppRunner(
+        make_metrics_app(service, health), handle_signals=False, access_log=None, shutdown_timeout=timeout
+    )
+    await api_runner.setup()
+    await metrics_runner.setup()
+    try:
+        api_sock = bind("ALERTD_LISTEN", config.listen)
+        metrics_sock = bind("ALERTD_METRICS_LISTEN", config.metrics_listen)
+        listening = Listening(_bound(api_sock), _bound(metrics_sock))
+        await web.SockSite(api_runner, api_sock).start()
+        await web.SockSite(metrics_runner, metrics_sock).start()
+        health.ready = True
+        log.info(
+            "alertd_started",
+            version=__version__,
+            listen=str(listening.api),
+            metrics_listen=str(listening.metrics),
+            threshold=config.threshold,
+            window_seconds=config.window_seconds,
+            cooldown_seconds=config.cooldown_seconds,
+            sentry="on" if config.sentry_dsn else "off",
+        )
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_cleanup_loop, service, config.cleanup_interval_seconds)
+            task_status.started(listening)
+            await anyio.sleep_forever()
+    finally:
+        with anyio.move_on_after(timeout + 1.0, shield=True):
+            await _drain(service, health, api_runner, metrics_runner, timeout)
+
+
+async def _drain(
+    service: AlertService,
+    health: Health,
+    api_runner: web.AppRunner,
+    metrics_runner: web.AppRunner,
+    grace: float,
+) -> None:
+    deadline = anyio.current_time() + grace
+    health.draining = True
+    service.log.info("alertd_draining", shutdown_timeout_seconds=grace)
+    await api_runner.cleanup()
+    await service.sink.aclose(max(0.0, deadline - anyio.current_time()))
+    await metrics_runner.cleanup()
+    service.log.info("alertd_stopped")
+
+
+async def run(config: Config, log: FilteringBoundLogger) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and return."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(serve, config, log)
+            async for signum in signals:
+                log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                tasks.cancel_scope.cancel()
+                break

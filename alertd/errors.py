@@ -1,0 +1,33 @@
+"""Every error alertd raises on purpose, in one place."""
+
+
+class AlertdError(Exception):
+    """Base class of the errors below; never raised itself."""
+
+
+class ConfigError(AlertdError):
+    """Raised by `Config.from_environ` when a setting is missing, malformed or out of range."""
+
+    def __init__(self, variable: str, value: str, accepted: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{variable}={value!r} is invalid: expected {accepted}")
+
+
+class InvalidEventError(AlertdError):
+    """Raised when an ingest body is not valid JSON/NDJSON or an event in it breaks a field rule."""
+
+    def __init__(self, code: str, detail: str, index: int | None = None) -> None:
+        self.code = code
+        self.detail = detail
+        self.index = index
+        super().__init__(detail if index is None else f"item {index}: {detail}")
+
+
+class ListenError(AlertdError):
+    """Raised at startup when a listener cannot bind its configured address."""
+
+    def __init__(self, variable: str, address: str, reason: str) -> None:
+        self.variable = variable
+        super().__init__(f"cannot listen on {variable}={address}: {reason}")

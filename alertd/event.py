@@ -1,0 +1,144 @@
+"""The failure event model and the decoding of ingest bodies into it.
+
+Decoding is pure: bytes in, validated events out, or an `InvalidEventError` naming the first bad item.
+The raw API key is replaced by its anonymized form here, so nothing downstream ever holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from alertd.errors import InvalidEventError
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+CONTENT_TYPES = (JSON, NDJSON)
+
+MAX_PROVIDER_CHARS = 128
+# Longer values are rejected, except `message`, which is informational and cut to fit.
+MAX_CHARS = {"route": 1024, "request_id": 256, "api_key": 1024, "error_type": 128}
+MAX_MESSAGE_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FailureEvent:
+    """One failed upstream call, as reported by the router. `api_key` holds the anonymized key."""
+
+    provider: str
+    route: str | None = None
+    request_id: str | None = None
+    api_key: str | None = None
+    error_type: str | None = None
+    status: int | None = None
+    message: str | None = None
+    timestamp: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's set fields, for logs, the Sentry context and the query API."""
+        return {name: getattr(self, name) for name in self.__slots__ if getattr(self, name) is not None}
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(data: bytes | str) -> Any:
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+def decode_events(body: bytes, content_type: str, anonymize: Callable[[str], str]) -> list[FailureEvent]:
+    """Decode a JSON object, a JSON array of objects, or NDJSON into events; all or nothing."""
+    if content_type == NDJSON:
+        items = _ndjson_items(body)
+    else:
+        try:
+            decoded = _loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEventError("invalid_json", _json_detail(exc)) from None
+        items = decoded if isinstance(decoded, list) else [decoded]
+    return [parse_event(item, index, anonymize) for index, item in enumerate(items)]
+
+
+def _ndjson_items(body: bytes) -> list[Any]:
+    items: list[Any] = []
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            items.append(_loads(line))
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEventError("invalid_json", _json_detail(exc), len(items)) from None
+    return items
+
+
+def _json_detail(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "JSON is nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "body is not valid UTF-8"
+    return f"malformed JSON: {exc}"
+
+
+def parse_event(item: Any, index: int, anonymize: Callable[[str], str]) -> FailureEvent:
+    """Validate one decoded item; raises InvalidEventError with `index` on the first broken rule."""
+    if not isinstance(item, dict):
+        raise InvalidEventError("invalid_event", "each event must be a JSON object", index)
+    provider = item.get("provider")
+    if not isinstance(provider, str):
+        raise InvalidEventError("invalid_event", "provider is required and must be a string", index)
+    if not 1 <= len(provider) <= MAX_PROVIDER_CHARS:
+        raise InvalidEventError("invalid_event", f"provider must be 1-{MAX_PROVIDER_CHARS} characters", index)
+    # isprintable() is False for control, format (zero-width, bidi marks) and separator characters.
+    if not provider.isprintable() or " " in provider:
+        raise InvalidEventError(
+            "invalid_event", "provider must not contain whitespace, control or invisible format characters", index
+        )
+    fields: dict[str, str | None] = {}
+    for name, limit in MAX_CHARS.items():
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidEventError("invalid_event", f"{name} must be a string", index)
+        if value is not None and len(value) > limit:
+            raise InvalidEventError("invalid_event", f"{name} must be at most {limit} characters", index)
+        fields[name] = value or None
+    message = item.get("message")
+    if message is not None and not isinstance(message, str):
+        raise InvalidEventError("invalid_event", "message must be a string", index)
+    status = item.get("status")
+    if status is not None and (type(status) is not int or not 100 <= status <= 599):
+        raise InvalidEventError("invalid_event", "status must be an integer from 100 to 599", index)
+    raw_key = fields["api_key"]
+    return FailureEvent(
+        provider=provider,
+        route=fields["route"],
+        request_id=fields["request_id"],
+        api_key=None if raw_key is None else anonymize(raw_key),
+        error_type=fields["error_type"],
+        status=status,
+        message=message[:MAX_MESSAGE_CHARS] if message else None,
+        timestamp=_parse_timestamp(item.get("timestamp"), index),
+    )
+
+
+def _parse_timestamp(value: Any, index: int) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and 0 <= value < 1e11:
+            return float(value)
+    elif isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed.timestamp()
+    raise InvalidEventError(
+        "invalid_event", "timestamp must be epoch seconds or an RFC 3339 string with a UTC offset", index
+    )

@@ -1,0 +1,71 @@
+"""alertd's Prometheus metrics, on a registry the caller owns."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+
+from alertd import __version__
+
+SENTRY_OUTCOMES = ("sent", "queue_overflow", "rate_limited", "network_error", "http_error")
+REJECT_REASONS = (
+    "unauthorized",
+    "unsupported_media_type",
+    "body_too_large",
+    "invalid_json",
+    "invalid_event",
+    "method_not_allowed",
+)
+
+
+class Metrics:
+    """Every metric alertd exports. Per-provider series exist only while the provider is tracked."""
+
+    def __init__(self, registry: CollectorRegistry, tracked: Callable[[], int]) -> None:
+        self.registry = registry
+        self.failures = Counter(
+            "alertd_failures", "Upstream failures accepted, by provider.", ["provider"], registry=registry
+        )
+        self.alerts = Counter("alertd_alerts", "Alerts fired, by provider.", ["provider"], registry=registry)
+        self.throttled = Counter(
+            "alertd_alerts_throttled",
+            "Threshold hits suppressed by the cooldown, by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.sentry_events = Counter(
+            "alertd_sentry_events",
+            "Sentry events (alerts and alertd's own errors) by delivery outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "alertd_ingest_rejected", "Ingest requests rejected, by reason.", ["reason"], registry=registry
+        )
+        self.evicted = Counter(
+            "alertd_providers_evicted",
+            "Providers evicted because ALERTD_MAX_PROVIDERS was reached.",
+            registry=registry,
+        )
+        self.tracked = Gauge("alertd_tracked_providers", "Providers currently tracked.", registry=registry)
+        self.tracked.set_function(lambda: float(tracked()))
+        Info("alertd_build", "alertd's version.", registry=registry).info({"version": __version__})
+        for outcome in SENTRY_OUTCOMES:
+            self.sentry_events.labels(outcome)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def add_provider(self, provider: str) -> None:
+        """Create the provider's series at zero, so the first increase shows up in rate()."""
+        self.failures.labels(provider)
+        self.alerts.labels(provider)
+        self.throttled.labels(provider)
+
+    def forget(self, providers: Iterable[str]) -> None:
+        """Remove the series of providers that are no longer tracked."""
+        for provider in providers:
+            for counter in (self.failures, self.alerts, self.throttled):
+                with contextlib.suppress(KeyError):
+                    counter.remove(provider)

@@ -1,0 +1,213 @@
+"""Where provider windows live: the `Tracker` interface and its in-memory implementation.
+
+The interface is async so that a shared tracker (Redis, for cluster mode) can sit behind it; the
+in-memory tracker does its work synchronously and never awaits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from alertd.event import FailureEvent
+from alertd.window import ProviderWindow, Rule, State, Verdict
+
+RECENT_SAMPLES = 5
+# How far from the least recently seen end eviction looks for an idle provider before it gives up.
+EVICTION_SCAN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A failure that crossed the threshold outside the cooldown: the facts an alert is built from."""
+
+    provider: str
+    event: FailureEvent
+    at: float
+    count: int
+    first_at: float
+    throttled_since_last: int
+    recent: tuple[tuple[float, FailureEvent], ...]
+    rule: Rule
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What one batch did: failures and throttled hits per provider, and the alerts to send."""
+
+    failures: Counter[str] = field(default_factory=Counter)
+    throttled: Counter[str] = field(default_factory=Counter)
+    triggers: list[Trigger] = field(default_factory=list)
+    admitted: list[str] = field(default_factory=list)
+    evicted: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    """A provider's figures for the query API; times are monotonic seconds."""
+
+    provider: str
+    state: State
+    failures_in_window: int
+    failures_total: int
+    alerts_total: int
+    throttled_total: int
+    last_failure: float | None
+    last_alert: float | None
+
+
+class Tracker(Protocol):
+    """Keeps per-provider windows and applies the rule to each recorded failure."""
+
+    async def record(self, events: Sequence[FailureEvent]) -> Recorded:
+        """Weigh every event in its provider's window, in order, at the current time."""
+        ...
+
+    async def stats(self, provider: str) -> ProviderStats | None:
+        """One provider's figures, or None if it is not tracked."""
+        ...
+
+    async def all_stats(self) -> list[ProviderStats]:
+        """Every tracked provider's figures, sorted by provider."""
+        ...
+
+    async def cleanup(self) -> list[str]:
+        """Forget idle providers; returns their names."""
+        ...
+
+    def tracked(self) -> int:
+        """How many providers this process tracks."""
+        ...
+
+
+class _Entry:
+    __slots__ = ("samples", "window")
+
+    def __init__(self, rule: Rule) -> None:
+        self.window = ProviderWindow(rule)
+        self.samples: deque[tuple[float, FailureEvent]] = deque(maxlen=RECENT_SAMPLES)
+
+
+class MemoryTracker:
+    """The in-process tracker: at most `max_providers` windows, least recently seen first out."""
+
+    def __init__(
+        self,
+        rule: Rule,
+        max_providers: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rule = rule
+        self.max_providers = max_providers
+        self.clock = clock
+        # Ordered from least to most recently seen, so eviction and idleness start at the front.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def record_now(self, events: Sequence[FailureEvent]) -> Recorded:
+        """Synchronous `record`."""
+        now = self.clock()
+        result = Recorded()
+        by_provider: dict[str, list[FailureEvent]] = {}
+        for event in events:
+            by_provider.setdefault(event.provider, []).append(event)
+        for provider, batch in by_provider.items():
+            entry = self._entries.get(provider)
+            if entry is None:
+                entry = self._admit(provider, now, result)
+            else:
+                self._entries.move_to_end(provider)
+            window = entry.window
+            for event in batch:
+                verdict = window.record(now)
+                entry.samples.append((now, event))
+                if verdict is Verdict.THROTTLED:
+                    result.throttled[provider] += 1
+                elif verdict is Verdict.ALERT:
+                    result.triggers.append(
+                        Trigger(
+                            provider=provider,
+                            event=event,
+                            at=now,
+                            count=window.count_in_window(now),
+                            first_at=window.first_in_window(now) or now,
+                            throttled_since_last=window.mark_alert_sent(),
+                            recent=tuple(entry.samples),
+                            rule=self.rule,
+                        )
+                    )
+            result.failures[provider] += len(batch)
+        return result
+
+    def _admit(self, provider: str, now: float, result: Recorded) -> _Entry:
+        if len(self._entries) >= self.max_providers:
+            victim = self._pick_victim(now)
+            del self._entries[victim]
+            result.evicted.append(victim)
+        entry = _Entry(self.rule)
+        self._entries[provider] = entry
+        result.admitted.append(provider)
+        return entry
+
+    def _pick_victim(self, now: float) -> str:
+        # Prefer the least recently seen idle provider; when none is idle, the least recently seen one.
+        for scanned, (provider, entry) in enumerate(self._entries.items()):
+            if entry.window.is_idle(now):
+                return provider
+            if scanned >= EVICTION_SCAN:
+                break
+        return next(iter(self._entries))
+
+    def stats_now(self, provider: str) -> ProviderStats | None:
+        """Synchronous `stats`."""
+        entry = self._entries.get(provider)
+        return None if entry is None else self._stats(provider, entry, self.clock())
+
+    def all_stats_now(self) -> list[ProviderStats]:
+        """Synchronous `all_stats`."""
+        now = self.clock()
+        return [self._stats(p, self._entries[p], now) for p in sorted(self._entries)]
+
+    def cleanup_now(self) -> list[str]:
+        """Synchronous `cleanup`."""
+        now = self.clock()
+        idle = [p for p, e in self._entries.items() if e.window.is_idle(now)]
+        for provider in idle:
+            del self._entries[provider]
+        return idle
+
+    @staticmethod
+    def _stats(provider: str, entry: _Entry, now: float) -> ProviderStats:
+        window = entry.window
+        return ProviderStats(
+            provider=provider,
+            state=window.state(now),
+            failures_in_window=window.count_in_window(now),
+            failures_total=window.failures_total,
+            alerts_total=window.alerts_total,
+            throttled_total=window.throttled_total,
+            last_failure=window.last_failure,
+            last_alert=window.last_alert,
+        )
+
+    def tracked(self) -> int:
+        """How many providers are tracked."""
+        return len(self._entries)
+
+    async def record(self, events: Sequence[FailureEvent]) -> Recorded:
+        """Weigh every event in its provider's window, in order, at the current time."""
+        return self.record_now(events)
+
+    async def stats(self, provider: str) -> ProviderStats | None:
+        """One provider's figures, or None if it is not tracked."""
+        return self.stats_now(provider)
+
+    async def all_stats(self) -> list[ProviderStats]:
+        """Every tracked provider's figures, sorted by provider."""
+        return self.all_stats_now()
+
+    async def cleanup(self) -> list[str]:
+        """Forget idle providers; returns their names."""
+        return self.cleanup_now()
