@@ -111,7 +111,7 @@ class Alert:
             "event_id": self.event_id,
             "level": "error",
             "logger": "alertd",
-            "message": {"formatted": self.message},
+            "message": self.message,
             "fingerprint": [FINGERPRINT_PREFIX, self.provider],
             "tags": self.tags(),
             "contexts": {"upstream_failure": self.context()},

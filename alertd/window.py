@@ -64,7 +64,7 @@ class ProviderWindow:
         self.rule = rule
         self.recent: deque[float] = deque(maxlen=rule.threshold)
         self._width = rule.window / BUCKETS
-        # [bucket index, count, first arrival in the bucket]; at most BUCKETS + 1 entries.
+        # [bucket index, count, first arrival, last arrival]; at most BUCKETS + 1 entries.
         self._buckets: deque[list[float]] = deque()
         self.failures_total = 0
         self.alerts_total = 0
@@ -81,9 +81,11 @@ class ProviderWindow:
         index = math.floor(now / self._width)
         buckets = self._buckets
         if buckets and buckets[-1][0] == index:
-            buckets[-1][1] += 1
+            bucket = buckets[-1]
+            bucket[1] += 1
+            bucket[3] = now
         else:
-            buckets.append([index, 1, now])
+            buckets.append([index, 1, now, now])
             oldest = math.floor((now - rule.window) / self._width)
             while buckets[0][0] < oldest:
                 buckets.popleft()
@@ -113,9 +115,13 @@ class ProviderWindow:
         recent = self.recent
         if len(recent) < self.rule.threshold or recent[0] < cutoff:
             return sum(1 for t in recent if t >= cutoff)
-        oldest = math.floor(cutoff / self._width)
-        estimate = sum(int(b[1]) for b in self._buckets if b[0] >= oldest)
+        estimate = sum(int(b[1]) for b in self._live_buckets(cutoff))
         return max(estimate, len(recent))
+
+    def _live_buckets(self, cutoff: float) -> list[list[float]]:
+        """Buckets holding at least one failure no older than `cutoff`."""
+        oldest = math.floor(cutoff / self._width)
+        return [b for b in self._buckets if b[0] >= oldest and b[3] >= cutoff]
 
     def first_in_window(self, now: float) -> float | None:
         """Arrival time of the oldest failure no older than WINDOW (to one bucket), or None."""
@@ -123,9 +129,8 @@ class ProviderWindow:
         recent = self.recent
         if len(recent) < self.rule.threshold or recent[0] < cutoff:
             return next((t for t in recent if t >= cutoff), None)
-        oldest = math.floor(cutoff / self._width)
-        first = next((b[2] for b in self._buckets if b[0] >= oldest), recent[0])
-        return max(first, cutoff)
+        live = self._live_buckets(cutoff)
+        return max(live[0][2], cutoff) if live else recent[0]
 
     def threshold_met(self, now: float) -> bool:
         """True while the THRESHOLD-th most recent failure is no older than WINDOW."""

@@ -1,0 +1,118 @@
+"""Decoding ingest bodies: every accepted shape, every rejected one with its index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alertd.errors import InvalidEventError
+from alertd.event import JSON, NDJSON, FailureEvent, decode_events
+
+
+def mark(key: str) -> str:
+    return f"anon({len(key)})"
+
+
+def decode(body: bytes | str, content_type: str = JSON) -> list[FailureEvent]:
+    return decode_events(body.encode() if isinstance(body, str) else body, content_type, mark)
+
+
+def rejected(body: bytes | str, content_type: str = JSON) -> InvalidEventError:
+    with pytest.raises(InvalidEventError) as info:
+        decode(body, content_type)
+    return info.value
+
+
+def test_single_object_array_and_ndjson() -> None:
+    full = {
+        "provider": "openai",
+        "route": "/v1/chat",
+        "request_id": "r1",
+        "api_key": "sk-secret",
+        "error_type": "timeout",
+        "status": 504,
+        "message": "upstream timed out",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "unknown": {"ignored": True},
+    }
+    [event] = decode(json.dumps(full))
+    assert event == FailureEvent(
+        provider="openai",
+        route="/v1/chat",
+        request_id="r1",
+        api_key="anon(9)",
+        error_type="timeout",
+        status=504,
+        message="upstream timed out",
+        timestamp=1795773600.0,
+    )
+    assert [e.provider for e in decode('[{"provider": "a"}, {"provider": "b"}]')] == ["a", "b"]
+    assert [e.provider for e in decode('{"provider": "a"}\n\n{"provider": "b"}\n', NDJSON)] == ["a", "b"]
+    assert decode("[]") == []
+    assert decode('{"provider": "p", "timestamp": 1700000000.5}')[0].timestamp == 1700000000.5
+
+
+def test_raw_key_is_replaced_at_the_boundary() -> None:
+    [event] = decode('{"provider": "p", "api_key": "sk-live-abcdef"}')
+    assert "sk-live-abcdef" not in repr(event)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "index"),
+    [
+        ("{", "invalid_json", None),
+        ('{"provider": "p"', "invalid_json", None),
+        (b'{"provider": "\xff"}', "invalid_json", None),
+        ('{"provider": NaN}', "invalid_json", None),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json", None),
+        ("42", "invalid_event", 0),
+        ('[{"provider": "ok"}, "str"]', "invalid_event", 1),
+        ('[{"provider": "ok"}, {}]', "invalid_event", 1),
+        ('{"provider": ""}', "invalid_event", 0),
+        ('{"provider": "' + "x" * 129 + '"}', "invalid_event", 0),
+        ('{"provider": "open ai"}', "invalid_event", 0),
+        ('{"provider": "open\\tai"}', "invalid_event", 0),
+        ('{"provider": "open\\u0000ai"}', "invalid_event", 0),
+        ('{"provider": "open\\u200bai"}', "invalid_event", 0),
+        ('{"provider": "open\\u202eai"}', "invalid_event", 0),
+        ('{"provider": 7}', "invalid_event", 0),
+        ('{"provider": "p", "status": 99}', "invalid_event", 0),
+        ('{"provider": "p", "status": 600}', "invalid_event", 0),
+        ('{"provider": "p", "status": "500"}', "invalid_event", 0),
+        ('{"provider": "p", "status": true}', "invalid_event", 0),
+        ('{"provider": "p", "status": 500.0}', "invalid_event", 0),
+        ('{"provider": "p", "route": 5}', "invalid_event", 0),
+        ('{"provider": "p", "request_id": "' + "r" * 257 + '"}', "invalid_event", 0),
+        ('{"provider": "p", "message": []}', "invalid_event", 0),
+        ('{"provider": "p", "timestamp": "yesterday"}', "invalid_event", 0),
+        ('{"provider": "p", "timestamp": "2026-11-27T10:00:00"}', "invalid_event", 0),
+        ('{"provider": "p", "timestamp": -1}', "invalid_event", 0),
+        ('{"provider": "p", "timestamp": 1e300}', "invalid_event", 0),
+    ],
+)
+def test_rejections_name_code_and_index(body: str | bytes, code: str, index: int | None) -> None:
+    error = rejected(body)
+    assert (error.code, error.index) == (code, index)
+    assert error.detail
+
+
+def test_ndjson_names_the_bad_line() -> None:
+    error = rejected('{"provider": "a"}\n{"provider": "b"}\n{oops\n', NDJSON)
+    assert (error.code, error.index) == ("invalid_json", 2)
+    error = rejected('{"provider": "a"}\n{"provider": 1}\n', NDJSON)
+    assert (error.code, error.index) == ("invalid_event", 1)
+
+
+def test_long_message_is_cut_not_rejected() -> None:
+    [event] = decode(json.dumps({"provider": "p", "message": "m" * 5000}))
+    assert event.message == "m" * 1024
+
+
+def test_duplicate_keys_last_wins() -> None:
+    assert decode('{"provider": "a", "provider": "b"}')[0].provider == "b"
+
+
+def test_homoglyphs_are_distinct_providers() -> None:
+    # Cyrillic "о" in "оpenai" is a different provider; documented, not normalized away.
+    assert decode('{"provider": "\\u043epenai"}')[0].provider != "openai"
