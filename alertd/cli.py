@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _serve(config: Config) -> int:
     # The *_created series would double the per-provider series for no use in alerting.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     log = make_logger(config.log_level, config.log_format, secrets=config.secrets)
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)

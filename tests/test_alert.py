@@ -32,8 +32,12 @@ def trigger(event: FailureEvent, **overrides: object) -> Trigger:
 
 def test_event_has_level_message_fingerprint_tags_and_context() -> None:
     event = FailureEvent(
-        provider="anthropic", route="/v1/messages", request_id="req-1", api_key="sk-a…0123456789ab",
-        error_type="overloaded", status=529,
+        provider="anthropic",
+        route="/v1/messages",
+        request_id="req-1",
+        api_key="sk-a…0123456789ab",
+        error_type="overloaded",
+        status=529,
     )
     alert = build_alert(trigger(event), epoch_offset=1_700_000_000.0, new_id=lambda: "e" * 32)
     payload = alert.to_sentry_event()
@@ -42,8 +46,12 @@ def test_event_has_level_message_fingerprint_tags_and_context() -> None:
     assert payload["message"] == "Upstream provider anthropic failed 7 times in the last 300s (threshold 5)"
     assert "anthropic" in payload["fingerprint"]
     assert payload["tags"] == {
-        "provider": "anthropic", "route": "/v1/messages", "request_id": "req-1", "error_type": "overloaded",
-        "status_code": "529", "api_key": "sk-a…0123456789ab",
+        "provider": "anthropic",
+        "route": "/v1/messages",
+        "request_id": "req-1",
+        "error_type": "overloaded",
+        "status_code": "529",
+        "api_key": "sk-a…0123456789ab",
     }
     context = payload["contexts"]["upstream_failure"]
     assert context["count"] == 7

@@ -114,5 +114,5 @@ def test_duplicate_keys_last_wins() -> None:
 
 
 def test_homoglyphs_are_distinct_providers() -> None:
-    # Cyrillic "о" in "оpenai" is a different provider; documented, not normalized away.
+    # A Cyrillic o (U+043E) in place of the Latin one is a different provider: documented, not normalized.
     assert decode('{"provider": "\\u043epenai"}')[0].provider != "openai"

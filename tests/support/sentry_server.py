@@ -72,22 +72,23 @@ class LoopbackSentry:
                 if item.type == "event":
                     event = item.get_event()
                     assert event is not None
-                    self.events.append(event)
+                    self.events.append(dict(event))
         self._arrived.set()
         self._arrived = anyio.Event()
-        return web.json_response({"id": envelope.headers.get("event_id")}, status=behaviour.status,
-                                 headers=behaviour.headers)
+        return web.json_response(
+            {"id": envelope.headers.get("event_id")}, status=behaviour.status, headers=behaviour.headers
+        )
 
-    async def wait_for_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait until at least `count` events have arrived; fail the test after `timeout` seconds."""
-        with anyio.fail_after(timeout):
+    async def wait_for_events(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least `count` events have arrived; fail the test after `within` seconds."""
+        with anyio.fail_after(within):
             while len(self.events) < count:
                 await self._arrived.wait()
         return self.events
 
-    async def wait_for_envelopes(self, count: int, timeout: float = 10.0) -> list[Envelope]:
+    async def wait_for_envelopes(self, count: int, within: float = 10.0) -> list[Envelope]:
         """Wait until at least `count` envelopes were answered."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while len(self.envelopes) < count:
                 await self._arrived.wait()
         return self.envelopes
