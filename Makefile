@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup tools run test lint typecheck pytest clean
 
+# Each area adds its own targets in mk/*.mk and appends the checks `make test` must run to TEST_EXTRA.
+TEST_EXTRA :=
+-include mk/*.mk
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -30,7 +34,7 @@ typecheck: setup
 pytest: setup tools
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest $(TEST_EXTRA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
