@@ -60,11 +60,14 @@ def _serve(config: Config) -> int:
     log = make_logger(config.log_level, config.log_format, secrets=config.secrets)
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
+    failed: list[BaseException] = []
     try:
         anyio.run(run, config, log)
-    except ListenError as exc:
-        log.error("listen_failed", detail=str(exc))  # noqa: TRY400 - the line says it all; no traceback
-        print(f"alertd: {exc}", file=sys.stderr)
+    except* ListenError as group:
+        failed.extend(group.exceptions)
+    if failed:
+        log.error("listen_failed", detail=str(failed[0]))
+        print(f"alertd: {failed[0]}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

@@ -36,10 +36,14 @@ SinkFactory = Callable[[AlertService], AlertSink]
 
 @dataclass(frozen=True, slots=True)
 class Listening:
-    """The addresses the daemon actually bound (port 0 in the config becomes a real port)."""
+    """What `serve` hands to `task_status.started()`.
+
+    The addresses are those actually bound (port 0 becomes a real port).
+    """
 
     api: Address
     metrics: Address
+    service: AlertService
 
 
 def build_service(
@@ -124,7 +128,7 @@ async def serve(
     try:
         api_sock = bind("ALERTD_LISTEN", config.listen)
         metrics_sock = bind("ALERTD_METRICS_LISTEN", config.metrics_listen)
-        listening = Listening(_bound(api_sock), _bound(metrics_sock))
+        listening = Listening(_bound(api_sock), _bound(metrics_sock), service)
         await web.SockSite(api_runner, api_sock).start()
         await web.SockSite(metrics_runner, metrics_sock).start()
         health.ready = True

@@ -102,7 +102,6 @@ class SentrySink:
             sample_rate=1.0,
             default_integrations=False,
             auto_enabling_integrations=False,
-            send_default_pii=False,
             transport=make_transport_class(self._record),
             transport_queue_size=queue_size,
             shutdown_timeout=0,

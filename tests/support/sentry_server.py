@@ -100,7 +100,8 @@ async def loopback_sentry() -> AsyncIterator[LoopbackSentry]:
     sentry = LoopbackSentry()
     app = web.Application(client_max_size=50 * 1024 * 1024)
     app.router.add_post("/api/{project}/envelope/", sentry.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    # The SDK compresses (br when Brotli is importable, else gzip): decode it here, not in aiohttp.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
     await runner.setup()
     sock = socket.create_server(("127.0.0.1", 0))
     sentry.port = sock.getsockname()[1]
