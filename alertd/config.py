@@ -45,6 +45,36 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A Unix domain socket path, written `unix:/path/to.sock`."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}"
+
+
+ListenAddress = Address | UnixAddress
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse `unix:/absolute/path` or `host:port`; raises ValueError."""
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path.startswith("/") or "\0" in path or len(path.encode()) > 107:
+            raise ValueError(text)
+        return UnixAddress(path)
+    return Address.from_string(text)
+
+
+def _mode(text: str) -> int:
+    mode = int(text, 8)
+    if not 0 <= mode <= 0o777:
+        raise ValueError(text)
+    return mode
+
+
+@dataclass(frozen=True, slots=True)
 class Dsn:
     """A Sentry DSN; its public key is a secret and never printed."""
 
@@ -80,8 +110,9 @@ class Dsn:
 class Config:
     """Every setting of the daemon, validated."""
 
-    listen: Address = Address("127.0.0.1", 9180)
+    listen: ListenAddress = Address("127.0.0.1", 9180)
     metrics_listen: Address = Address("0.0.0.0", 9181)  # noqa: S104 - Prometheus scrapes from outside the pod
+    socket_mode: int = 0o660
     threshold: int = 5
     window_seconds: float = 300.0
     cooldown_seconds: float = 60.0
@@ -114,7 +145,10 @@ class Config:
         if salt is None:
             warnings.append("ALERTD_API_KEY_SALT is unset: API keys are hashed without a salt; set one per deployment")
         return cls(
-            listen=env.get("ALERTD_LISTEN", d.listen, Address.from_string, "HOST:PORT, e.g. 127.0.0.1:9180"),
+            listen=env.get(
+                "ALERTD_LISTEN", d.listen, parse_listen, "HOST:PORT (e.g. 127.0.0.1:9180) or unix:/absolute/path.sock"
+            ),
+            socket_mode=env.get("ALERTD_SOCKET_MODE", d.socket_mode, _mode, "an octal file mode such as 0660"),
             metrics_listen=env.get(
                 "ALERTD_METRICS_LISTEN", d.metrics_listen, Address.from_string, "HOST:PORT, e.g. 0.0.0.0:9181"
             ),
@@ -162,6 +196,7 @@ class Config:
 
         return {
             "ALERTD_LISTEN": str(self.listen),
+            "ALERTD_SOCKET_MODE": f"0{self.socket_mode:o}",
             "ALERTD_METRICS_LISTEN": str(self.metrics_listen),
             "ALERTD_THRESHOLD": self.threshold,
             "ALERTD_WINDOW_SECONDS": self.window_seconds,

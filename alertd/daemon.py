@@ -7,8 +7,11 @@ cancellation of that group, after which a shielded, time-bounded drain stops the
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from structlog.typing import FilteringBoundLogger
 from alertd import __version__
 from alertd.anonymizer import Anonymizer
 from alertd.api import Health, make_app, make_metrics_app
-from alertd.config import Address, Config
+from alertd.config import Address, Config, ListenAddress, UnixAddress
 from alertd.errors import ListenError
 from alertd.metrics import Metrics
 from alertd.sentry import SentrySink
@@ -41,7 +44,7 @@ class Listening:
     The addresses are those actually bound (port 0 becomes a real port).
     """
 
-    api: Address
+    api: ListenAddress
     metrics: Address
     service: AlertService
 
@@ -77,18 +80,50 @@ def default_sink(config: Config) -> SinkFactory:
     return make
 
 
-def bind(variable: str, address: Address) -> socket.socket:
-    """A listening TCP socket for `address`; raises ListenError naming `variable`."""
+BACKLOG = 1024
+
+
+def bind(variable: str, address: ListenAddress, socket_mode: int = 0o660) -> socket.socket:
+    """A listening socket for `address`; raises ListenError naming `variable`."""
+    if isinstance(address, UnixAddress):
+        return _bind_unix(variable, address, socket_mode)
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
-        return socket.create_server((address.host, address.port), family=family, backlog=1024)
+        return socket.create_server((address.host, address.port), family=family, backlog=BACKLOG)
     except OSError as exc:
         raise ListenError(variable, str(address), exc.strerror or str(exc)) from None
+
+
+def _bind_unix(variable: str, address: UnixAddress, mode: int) -> socket.socket:
+    path = address.path
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ListenError(variable, str(address), "the path exists and is not a socket")
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale: left behind by a process that is gone
+            else:
+                raise ListenError(variable, str(address), "another process is listening on this socket")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(variable, str(address), exc.strerror or str(exc)) from None
+    return sock
 
 
 def _bound(sock: socket.socket) -> Address:
     host, port = sock.getsockname()[:2]
     return Address(host, port)
+
+
+def _bound_listen(sock: socket.socket, configured: ListenAddress) -> ListenAddress:
+    return configured if isinstance(configured, UnixAddress) else _bound(sock)
 
 
 async def _cleanup_loop(service: AlertService, interval: float) -> None:
@@ -125,10 +160,13 @@ async def serve(
     )
     await api_runner.setup()
     await metrics_runner.setup()
+    owned_socket: str | None = None
     try:
-        api_sock = bind("ALERTD_LISTEN", config.listen)
+        api_sock = bind("ALERTD_LISTEN", config.listen, config.socket_mode)
+        if isinstance(config.listen, UnixAddress):
+            owned_socket = config.listen.path
         metrics_sock = bind("ALERTD_METRICS_LISTEN", config.metrics_listen)
-        listening = Listening(_bound(api_sock), _bound(metrics_sock), service)
+        listening = Listening(_bound_listen(api_sock, config.listen), _bound(metrics_sock), service)
         await web.SockSite(api_runner, api_sock).start()
         await web.SockSite(metrics_runner, metrics_sock).start()
         health.ready = True
@@ -148,7 +186,7 @@ async def serve(
             await anyio.sleep_forever()
     finally:
         with anyio.move_on_after(timeout + 1.0, shield=True):
-            await _drain(service, health, api_runner, metrics_runner, timeout)
+            await _drain(service, health, api_runner, metrics_runner, grace=timeout, owned_socket=owned_socket)
 
 
 async def _drain(
@@ -156,12 +194,17 @@ async def _drain(
     health: Health,
     api_runner: web.AppRunner,
     metrics_runner: web.AppRunner,
+    *,
     grace: float,
+    owned_socket: str | None,
 ) -> None:
     deadline = anyio.current_time() + grace
     health.draining = True
     service.log.info("alertd_draining", shutdown_timeout_seconds=grace)
     await api_runner.cleanup()
+    if owned_socket is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(owned_socket)
     await service.sink.aclose(max(0.0, deadline - anyio.current_time()))
     await metrics_runner.cleanup()
     service.log.info("alertd_stopped")

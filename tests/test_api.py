@@ -268,13 +268,13 @@ async def test_ingest_errors_are_logged_at_debug_only() -> None:
 
 
 async def test_keeps_serving_after_client_disconnects_midway(daemon: RunningDaemon) -> None:
-    reader, writer = await anyio.connect_tcp("127.0.0.1", daemon.listening.api.port), None
-    await reader.send(
+    port = int(daemon.api.rsplit(":", 1)[1])
+    stream = await anyio.connect_tcp("127.0.0.1", port)
+    await stream.send(
         b"POST /v1/failures HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"provider"'
     )
-    await reader.aclose()
-    del writer
+    await stream.aclose()
     assert await daemon.post(FAIL) == (202, {"accepted": 1})
     timeout = aiohttp.ClientTimeout(total=5)
     async with daemon.session.get(f"{daemon.metrics}/healthz", timeout=timeout) as response:

@@ -13,7 +13,7 @@ import aiohttp
 import anyio
 from prometheus_client import CollectorRegistry
 
-from alertd.config import Config
+from alertd.config import Address, Config
 from alertd.daemon import Listening, SinkFactory, serve
 from alertd.logs import make_logger
 
@@ -47,6 +47,7 @@ class RunningDaemon:
     @property
     def api(self) -> str:
         """Base URL of the ingest and query API."""
+        assert isinstance(self.listening.api, Address)
         return f"http://127.0.0.1:{self.listening.api.port}"
 
     @property

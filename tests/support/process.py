@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from alertd.config import Address
+from alertd.config import Address, ListenAddress, parse_listen
 
 COMMAND = [sys.executable, "-m", "alertd"]
 
@@ -32,7 +32,7 @@ class Child:
     process: Process
     lines: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
-    api: Address | None = None
+    api: ListenAddress | None = None
     metrics: Address | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -49,7 +49,7 @@ class Child:
                     parsed = json.loads(line)
                     self.lines.append(parsed)
                     if parsed.get("event") == "alertd_started":
-                        self.api = Address.from_string(parsed["listen"])
+                        self.api = parse_listen(parsed["listen"])
                         self.metrics = Address.from_string(parsed["metrics_listen"])
             self._changed.set()
             self._changed = anyio.Event()
@@ -67,7 +67,7 @@ class Child:
     @property
     def api_url(self) -> str:
         """Base URL of the API listener."""
-        assert self.api is not None
+        assert isinstance(self.api, Address)
         return f"http://127.0.0.1:{self.api.port}"
 
     @property
