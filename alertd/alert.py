@@ -68,7 +68,7 @@ class Alert:
         """The one-line summary used as the Sentry message and in the log."""
         prefix = "[TEST ALERT from alertd send-test] " if self.test else ""
         return (
-            f"{prefix}Upstream provider {self.provider} failed {self.count} times "
+            f"{prefix}Upstream provider {self.provider} failed {self.count} time{'' if self.count == 1 else 's'} "
             f"in the last {self.window_seconds:g}s (threshold {self.threshold})"
         )
 

@@ -64,6 +64,11 @@ def test_event_has_level_message_fingerprint_tags_and_context() -> None:
     assert context["recent_failures"][0]["request_id"] == "req-1"
 
 
+def test_message_says_time_for_one_failure() -> None:
+    alert = build_alert(trigger(FailureEvent(provider="p"), count=1), epoch_offset=0.0)
+    assert "failed 1 time in the last" in alert.message
+
+
 def test_empty_tags_are_omitted() -> None:
     alert = build_alert(trigger(FailureEvent(provider="p")), epoch_offset=0.0)
     assert alert.tags() == {"provider": "p"}
