@@ -1,0 +1,48 @@
+"""`python -m bench.check FILE`: the smoke's only assertion, that every stage ran and wrote its figures.
+
+It checks structure, never speed: a slow or noisy machine passes, a broken stage does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from bench.run import STAGES
+
+
+def problems(report: dict[str, object]) -> list[str]:
+    results = report.get("results")
+    if not isinstance(results, dict):
+        return ["no results"]
+    found = [f"stage {stage} wrote nothing" for stage in STAGES if stage not in results]
+    targets = report.get("targets")
+    if not isinstance(targets, list) or not targets:
+        found.append("no target rows")
+    else:
+        found.extend(
+            f"target {row.get('target')} has no finite value: {row.get('value')!r}"
+            for row in targets
+            if not isinstance(row.get("value"), (int, float)) or not math.isfinite(row["value"])
+        )
+    servers = results.get("ingest", {}).get("servers", {}) if isinstance(results.get("ingest"), dict) else {}
+    for name, server in servers.items():
+        if server.get("requests", 0) <= 0:
+            found.append(f"ingest {name} served no request")
+    return found
+
+
+def main() -> None:
+    path = Path(sys.argv[1])
+    found = problems(json.loads(path.read_text()))
+    for problem in found:
+        print(f"bench-smoke: {problem}", file=sys.stderr)
+    if found:
+        sys.exit(1)
+    print(f"bench-smoke: every stage ran and wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
