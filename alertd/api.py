@@ -71,7 +71,8 @@ def _authorized(request: web.Request) -> bool:
     if token is None:
         return True
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    # surrogateescape: a header byte that is not UTF-8 is a mismatch, not an error.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
 
 
 def _unauthorized() -> web.Response:

@@ -102,6 +102,10 @@ class SentrySink:
             sample_rate=1.0,
             default_integrations=False,
             auto_enabling_integrations=False,
+            # Frame locals of alertd's own errors hold raw request bodies (API keys) and headers (the
+            # ingest token): never send them.
+            include_local_variables=False,
+            include_source_context=False,
             transport=make_transport_class(self._record),
             transport_queue_size=queue_size,
             shutdown_timeout=0,
