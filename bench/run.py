@@ -59,6 +59,7 @@ class Settings:
     startup_runs: int = 5
     decode_seconds: float = 0.5
     smoke: bool = False
+    isolation: bool = True  # also run the base with Sentry hanging and refusing
 
 
 FULL = Settings()
@@ -201,7 +202,7 @@ class Run:
 
     # -- ingest ----------------------------------------------------------------------------------------
 
-    async def ingest(self) -> None:
+    async def ingest(self) -> None:  # noqa: PLR0912 - one flat sequence of servers and summaries
         """Single-event ingest: references, every variant, and the base with Sentry hanging and refusing."""
         s = self.settings
         ingest_env = {"ALERTD_COOLDOWN_SECONDS": "1"}
@@ -216,12 +217,13 @@ class Run:
                         name, source, self.scratch, {**ingest_env, "SENTRY_DSN": sentry.dsn}, session
                     )
                 source = self.variants[BASE]
-                procs["sentry-hanging"] = await start_alertd(
-                    "sentry-hanging", source, self.scratch, {**ingest_env, "SENTRY_DSN": hanging.dsn}, session
-                )
-                procs["sentry-refused"] = await start_alertd(
-                    "sentry-refused", source, self.scratch, {**ingest_env, "SENTRY_DSN": refused_dsn}, session
-                )
+                if s.isolation:
+                    procs["sentry-hanging"] = await start_alertd(
+                        "sentry-hanging", source, self.scratch, {**ingest_env, "SENTRY_DSN": hanging.dsn}, session
+                    )
+                    procs["sentry-refused"] = await start_alertd(
+                        "sentry-refused", source, self.scratch, {**ingest_env, "SENTRY_DSN": refused_dsn}, session
+                    )
                 loops = {name: proc.event_loop() for name, proc in procs.items()}
                 refs: dict[str, Proc] = {}
                 for loop in sorted(set(loops.values())):
@@ -253,7 +255,7 @@ class Run:
             summary["ratio_to_reference"] = paired_ratio(runs[name], runs[ref], "rps")
             summary["cpu_ratio_to_reference"] = paired_ratio(runs[name], runs[ref], "cpu_us_per_request")
             summary["counters"] = counters[name]
-        for name in ("sentry-hanging", "sentry-refused"):
+        for name in ("sentry-hanging", "sentry-refused") if s.isolation else ():
             summary = result["servers"][name]
             summary["ratio_to_normal"] = paired_ratio(runs[name], runs[BASE], "rps")
             summary["rss_mib_by_round"] = [r["rss_mib"] for r in runs[name]]
@@ -653,6 +655,8 @@ async def main_async(args: argparse.Namespace, variants: dict[str, Path]) -> int
     settings = SMOKE if args.smoke else FULL
     if args.rounds:
         settings = Settings(**{**asdict(settings), "rounds": args.rounds})
+    if args.no_isolation:
+        settings = Settings(**{**asdict(settings), "isolation": False})
     if args.duration:
         settings = Settings(**{**asdict(settings), "duration": args.duration})
     stages = args.stages.split(",") if args.stages else list(STAGES)
@@ -689,12 +693,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="seconds-long run of every stage (CI)")
     parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--base", type=Path, default=ROOT, help="folder holding the alertd under test (the repo)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR", help="also measure DIR/alertd")
+    parser.add_argument("--no-isolation", action="store_true", help="skip the Sentry hanging/refusing servers")
     parser.add_argument("--rounds", type=int, help="override the number of alternating rounds")
     parser.add_argument("--duration", type=int, help="override the seconds per wrk run")
     parser.add_argument("--out", help="result file (default bench/results/latest.json or smoke.json)")
     args = parser.parse_args()
-    variants = {BASE: ROOT}
+    variants = {BASE: args.base.resolve()}
     for spec in args.variant:
         name, _, path = spec.partition("=")
         variants[name] = Path(path).resolve()
