@@ -8,6 +8,7 @@
 # Stage 2 is the slim base plus that virtualenv: no compiler, no pip, no build cache.
 ARG PYTHON_IMAGE=python:3.12-slim
 
+# checkov:skip=CKV_DOCKER_7: checkov does not expand ARGs; the base is PYTHON_IMAGE, whose default above carries a version tag (deploy/image-check.sh fails on an untagged or :latest default)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -32,8 +33,8 @@ LABEL org.opencontainers.image.title="alertd" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A fixed, unprivileged UID/GID that the Kubernetes securityContext names too (runAsUser: 10001).
 # --no-create-home: nothing in alertd writes to disk, so the root filesystem can be read-only.
-RUN groupadd --system --gid 10001 alertd \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 alertd \
+    && useradd --no-log-init --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin alertd
 COPY --from=build /opt/alertd /opt/alertd
 ENV PATH=/opt/alertd/bin:$PATH \

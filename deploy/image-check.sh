@@ -41,6 +41,11 @@ timed() {
 }
 
 [ "$(id -u)" = 0 ] || fail "needs root (buildah with vfs storage, debootstrap, chroot)"
+# .checkov.yaml cannot see through `FROM ${PYTHON_IMAGE}` (CKV_DOCKER_7 is skipped there): the default
+# base must carry a version tag, never :latest.
+default_base=$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile)
+[[ "$default_base" =~ ^[^@]+:[A-Za-z0-9._-]+$ && "$default_base" != *:latest ]] ||
+  fail "ARG PYTHON_IMAGE default '$default_base' must have a version tag (not :latest)"
 if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
   log "installing buildah and debootstrap"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,354 @@
+"""Render and validate deploy/k8s with real tools; exit 1 on the first broken rule.
+
+    .venv-deploy/bin/python deploy/check-manifests.py --alertd .venv/bin/alertd
+
+Runs in the deploy venv (PyYAML and jsonschema come with kubernetes-validate) and needs kubectl
+(for `kubectl kustomize`) and promtool. For each kustomization (base for 1.29+, the classic-sidecar
+overlay for older clusters) it:
+
+1. renders it with `kubectl kustomize` into a temporary directory;
+2. runs `kubernetes-validate --strict` on the rendered output for the oldest version the variant
+   targets and the newest version kubernetes-validate bundles; every resource must pass, and the only
+   resources it may skip are the Prometheus Operator CRDs listed in CRD_SCHEMAS;
+3. validates those CRDs against the strict schemas in deploy/schemas/;
+4. checks what no schema can: the sidecar wiring, probes and ports agree with each other and with
+   the ConfigMap, the grace period covers the shutdown timeouts, the securityContext is locked down;
+   and the ConfigMap is accepted by alertd's own parser (`alertd check-config` with it as environment);
+5. extracts the PrometheusRule groups and runs `promtool check rules` and `promtool test rules`.
+
+The example Secret is validated by kubernetes-validate on its own (it is not part of any render).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
+import yaml  # type: ignore[import-untyped,unused-ignore]
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+# kustomization -> the oldest Kubernetes version it is for.
+VARIANTS = {"base": "1.29.0", "overlays/pre-1.29-classic-sidecar": "1.25.0"}
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "PodMonitor"): ROOT / "deploy" / "schemas" / "podmonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ROOT / "deploy" / "schemas" / "prometheusrule-monitoring-v1.json",
+}
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "alertd-rules.test.yaml"
+EXAMPLE_SECRET = K8S / "base" / "secret.example.yaml"
+IMAGE_UID = 10001
+METRICS_PORT = 9181
+
+
+class CheckError(Exception):
+    """A manifest broke a rule."""
+
+
+def tool(name: str, *extra_dirs: Path) -> str:
+    """The absolute path of a tool, looked up in `extra_dirs` first, then on PATH."""
+    for directory in extra_dirs:
+        if (directory / name).is_file():
+            return str(directory / name)
+    found = shutil.which(name)
+    if found is None:
+        raise CheckError(f"{name} is not installed")
+    return found
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a tool; raise CheckError with its output when it fails."""
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300, **kwargs)  # noqa: S603
+    if result.returncode != 0:
+        raise CheckError(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
+    return result
+
+
+def ok(message: str) -> None:
+    """Report one passed check."""
+    print(f"  ok  {message}", flush=True)
+
+
+def latest_bundled_version(validator: str) -> str:
+    """The newest Kubernetes version kubernetes-validate has schemas for (its --version)."""
+    return run([validator, "--version"]).stdout.strip()
+
+
+def kubernetes_validate(validator: str, path: Path, version: str, docs: list[dict[str, Any]]) -> None:
+    """`kubernetes-validate --strict`: every built-in resource passes; only our CRDs may be unknown."""
+    result = subprocess.run(  # noqa: S603
+        [validator, "--strict", "--kubernetes-version", version, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or any(line.startswith(("ERROR", "FATAL")) for line in lines):
+        raise CheckError(f"kubernetes-validate --strict -k {version} {path.name}:\n{result.stdout}{result.stderr}")
+    passed = [line for line in lines if line.startswith("INFO") and " passed " in line]
+    skipped = [line for line in lines if line.startswith("WARN")]
+    crds = [d for d in docs if (d["apiVersion"], d["kind"]) in CRD_SCHEMAS]
+    for line in skipped:
+        if not any(f"kind {kind} with api version {api}" in line for api, kind in CRD_SCHEMAS):
+            raise CheckError(f"kubernetes-validate could not check a resource that is no known CRD: {line}")
+    if len(passed) != len(docs) - len(crds) or len(skipped) != len(crds):
+        raise CheckError(
+            f"kubernetes-validate -k {version}: {len(passed)} passed and {len(skipped)} skipped, expected "
+            f"{len(docs) - len(crds)} and {len(crds)}:\n{result.stdout}"
+        )
+    ok(f"kubernetes-validate --strict -k {version}: {len(passed)} resources pass, {len(crds)} CRDs left to schemas")
+
+
+def validate_crds(docs: list[dict[str, Any]]) -> None:
+    """Each Prometheus Operator resource against its strict schema."""
+    for doc in docs:
+        key = (doc["apiVersion"], doc["kind"])
+        if key not in CRD_SCHEMAS:
+            continue
+        schema = json.loads(CRD_SCHEMAS[key].read_text())
+        try:
+            jsonschema.Draft202012Validator(schema).validate(doc)
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path)
+            raise CheckError(f"{doc['kind']}/{doc['metadata']['name']}: {where}: {exc.message}") from None
+        ok(f"{doc['kind']}/{doc['metadata']['name']} matches {CRD_SCHEMAS[key].name}")
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The single resource of `kind` (and `name`)."""
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    if len(found) != 1:
+        raise CheckError(f"expected one {kind} {name or ''}, found {len(found)}")
+    return found[0]
+
+
+def expect(condition: object, message: str) -> None:
+    """Raise CheckError(message) unless `condition`."""
+    if not condition:
+        raise CheckError(message)
+
+
+def env_value(container: dict[str, Any], name: str) -> str:
+    """A plain `env` value of a container."""
+    for item in container.get("env", []):
+        if item["name"] == name:
+            return str(item["value"])
+    raise CheckError(f"container {container['name']} has no env {name}")
+
+
+def port_of(address: str) -> int:
+    """The port of a HOST:PORT setting."""
+    return int(address.rpartition(":")[2])
+
+
+def check_locked_down(pod: dict[str, Any], container: dict[str, Any]) -> None:
+    """The securityContext every container must have."""
+    sc = container.get("securityContext", {})
+    name = container["name"]
+    expect(sc.get("runAsNonRoot") is True, f"{name}: runAsNonRoot must be true")
+    expect(sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem must be true")
+    expect(sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation must be false")
+    expect(sc.get("privileged") is False, f"{name}: privileged must be false")
+    expect(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: must drop ALL capabilities")
+    expect("add" not in sc.get("capabilities", {}), f"{name}: must add no capability")
+    expect(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: seccomp must be RuntimeDefault")
+    expect(pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", "pod seccomp must be RuntimeDefault")
+    expect(pod["securityContext"]["runAsNonRoot"] is True, "pod runAsNonRoot must be true")
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            expect(resource in container.get("resources", {}).get(kind, {}), f"{name}: no {kind}.{resource}")
+
+
+def probe_target(container: dict[str, Any], probe: str) -> tuple[int, str]:
+    """The (port number, path) an HTTP probe asks."""
+    spec = container.get(probe)
+    if spec is None:
+        raise CheckError(f"{container['name']}: no {probe}")
+    port = spec["httpGet"]["port"]
+    if isinstance(port, str):
+        named = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        expect(port in named, f"{container['name']}: {probe} names unknown port {port}")
+        port = named[port]
+    return int(port), str(spec["httpGet"]["path"])
+
+
+def check_placement(pod: dict[str, Any], variant: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Where alertd sits in the pod; returns the alertd and router containers."""
+    expect(pod.get("automountServiceAccountToken") is False, "automountServiceAccountToken must be false")
+
+    if variant == "base":
+        inits = pod.get("initContainers", [])
+        expect([c["name"] for c in inits] == ["alertd"], "base: alertd must be the only init container")
+        alertd = inits[0]
+        expect(alertd.get("restartPolicy") == "Always", "base: alertd needs restartPolicy: Always (native sidecar)")
+        expect("alertd" not in [c["name"] for c in pod["containers"]], "base: alertd must not also be a container")
+        expect([c["name"] for c in pod["containers"]] == ["api-router"], "base: the router is the only container")
+        router = pod["containers"][0]
+    else:
+        expect(not pod.get("initContainers"), "classic: no init containers")
+        expect(pod["containers"][0]["name"] == "alertd", "classic: alertd must be containers[0] (starts first)")
+        alertd, router = pod["containers"][0], pod["containers"][1]
+        expect("restartPolicy" not in alertd, "classic: a regular container has no restartPolicy")
+        post_start = " ".join(alertd["lifecycle"]["postStart"]["exec"]["command"])
+        expect(f"127.0.0.1:{METRICS_PORT}/readyz" in post_start, "classic: postStart must wait for /readyz")
+    ok(f"{variant}: alertd is {'a native' if variant == 'base' else 'a classic'} sidecar of {router['name']}")
+    return alertd, router
+
+
+def check_wiring(docs: list[dict[str, Any]], variant: str) -> dict[str, str]:
+    """Sidecar placement, ports, probes, grace period; returns the ConfigMap data."""
+    config = one(docs, "ConfigMap", "alertd-config")["data"]
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    alertd, router = check_placement(pod, variant)
+    for container in (alertd, router):
+        check_locked_down(pod, container)
+    expect(alertd["securityContext"]["runAsUser"] == IMAGE_UID, f"alertd must run as the image's UID {IMAGE_UID}")
+    ok(f"{variant}: non-root, read-only root, no capabilities, RuntimeDefault seccomp, requests and limits")
+    check_ports(docs, deployment=deployment, config=config, alertd=alertd, router=router, variant=variant)
+    check_grace(pod, config, alertd, router, variant)
+    return {str(k): str(v) for k, v in config.items()}
+
+
+def check_ports(
+    docs: list[dict[str, Any]],
+    *,
+    deployment: dict[str, Any],
+    config: dict[str, Any],
+    alertd: dict[str, Any],
+    router: dict[str, Any],
+    variant: str,
+) -> None:
+    """Probes, annotations, PodMonitor and NetworkPolicy agree on the metrics port; ingest stays local."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+
+    expect(config["ALERTD_LISTEN"].startswith("127.0.0.1:"), "ALERTD_LISTEN must stay on 127.0.0.1 (pod-local)")
+    metrics_port = port_of(config["ALERTD_METRICS_LISTEN"])
+    expect(metrics_port == METRICS_PORT, f"ALERTD_METRICS_LISTEN must use {METRICS_PORT}")
+    expect(
+        [p["containerPort"] for p in alertd["ports"]] == [METRICS_PORT],
+        "alertd must declare only the metrics port (the ingest port is pod-local)",
+    )
+    for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        expect(probe_target(alertd, probe) == (metrics_port, path), f"alertd {probe} must GET {path} on {metrics_port}")
+    expect(env_value(router, "ALERTD_URL").startswith(f"http://{config['ALERTD_LISTEN']}/"), "ALERTD_URL != LISTEN")
+    expect(annotations.get("prometheus.io/scrape") == "true", "prometheus.io/scrape must be true")
+    expect(annotations.get("prometheus.io/port") == str(metrics_port), "prometheus.io/port must be the metrics port")
+    expect(annotations.get("prometheus.io/path") == "/metrics", "prometheus.io/path must be /metrics")
+    monitor = one(docs, "PodMonitor")
+    expect(monitor["spec"]["selector"]["matchLabels"].items() <= labels.items(), "PodMonitor must select the pods")
+    expect(
+        [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"], "PodMonitor must scrape `metrics`"
+    )
+    policy = one(docs, "NetworkPolicy", "alertd-metrics-scrape")
+    expect(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), "NetworkPolicy must select pods")
+    allowed = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    expect(allowed == [metrics_port], f"alertd's NetworkPolicy must admit only {metrics_port}, not {allowed}")
+    expect(all(rule.get("from") for rule in policy["spec"]["ingress"]), "metrics ingress must name who may scrape")
+    ok(f"{variant}: probes, annotations, PodMonitor and NetworkPolicy all use metrics port {metrics_port}")
+
+
+def check_grace(
+    pod: dict[str, Any], config: dict[str, Any], alertd: dict[str, Any], router: dict[str, Any], variant: str
+) -> None:
+    """The grace period covers the router's drain and then alertd's."""
+    router_drain = float(env_value(router, "ROUTER_SHUTDOWN_TIMEOUT_SECONDS"))
+    alertd_drain = float(config["ALERTD_SHUTDOWN_TIMEOUT_SECONDS"])
+    grace = pod["terminationGracePeriodSeconds"]
+    # alertd's drain is bounded by ALERTD_SHUTDOWN_TIMEOUT_SECONDS + 1 s (alertd/daemon.py).
+    needed = router_drain + alertd_drain + 1
+    expect(
+        grace >= needed, f"terminationGracePeriodSeconds {grace} < router {router_drain} + alertd {alertd_drain} + 1"
+    )
+    if variant != "base":
+        command = alertd["lifecycle"]["preStop"]["exec"]["command"]
+        match = re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(command))
+        expect(match is not None and float(match.group(1)) >= router_drain, "classic: preStop must outwait the router")
+    ok(f"{variant}: terminationGracePeriodSeconds {grace} >= router {router_drain:g} + alertd {alertd_drain:g} + 1")
+
+
+def check_config_with_alertd(alertd: str, config: dict[str, str]) -> None:
+    """Check that alertd's own parser accepts the ConfigMap and knows every key in it."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config}
+    shown = json.loads(run([alertd, "check-config"], env=env).stdout)["config"]
+    unknown = sorted(set(config) - set(shown))
+    expect(not unknown, f"ConfigMap keys alertd does not read: {unknown}")
+    ok(f"`alertd check-config` accepts the ConfigMap ({len(config)} settings, all known)")
+
+
+def check_rules(docs: list[dict[str, Any]], promtool: str, workdir: Path) -> None:
+    """Run promtool check rules and promtool test rules on the PrometheusRule's groups."""
+    groups = one(docs, "PrometheusRule")["spec"]["groups"]
+    rules_file = workdir / "alertd.rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    run([promtool, "check", "rules", str(rules_file)])
+    ok(f"promtool check rules: {sum(len(g['rules']) for g in groups)} rules")
+    bare = [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]} for g in groups]
+    rules_file.write_text(yaml.safe_dump({"groups": bare}, sort_keys=False))
+    tests = workdir / RULE_TESTS.name
+    shutil.copyfile(RULE_TESTS, tests)
+    run([promtool, "test", "rules", tests.name], cwd=workdir)
+    ok(f"promtool test rules {RULE_TESTS.relative_to(ROOT)}: every test passes")
+
+
+def load_all(text: str) -> list[dict[str, Any]]:
+    """Every non-empty YAML document."""
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def main() -> int:
+    """Run every check; 0 when all pass."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--alertd", required=True, help="the project's alertd executable (for check-config)")
+    args = parser.parse_args()
+    bindir = Path(sys.executable).parent
+    try:
+        kubectl = tool("kubectl")
+        validator = tool("kubernetes-validate", bindir)
+        promtool = tool("promtool")
+        newest = latest_bundled_version(validator)
+        with tempfile.TemporaryDirectory(prefix="alertd-manifests-") as tmp:
+            workdir = Path(tmp)
+            for variant, oldest in VARIANTS.items():
+                start = time.monotonic()
+                print(f"{variant}:", flush=True)
+                rendered = run([kubectl, "kustomize", str(K8S / variant)]).stdout
+                out = workdir / (variant.replace("/", "_") + ".yaml")
+                out.write_text(rendered)
+                docs = load_all(rendered)
+                ok(f"kubectl kustomize: {', '.join(sorted(d['kind'] for d in docs))}")
+                for version in dict.fromkeys((oldest, newest)):
+                    kubernetes_validate(validator, out, version, docs)
+                validate_crds(docs)
+                config = check_wiring(docs, "base" if variant == "base" else "classic")
+                check_config_with_alertd(args.alertd, config)
+                if variant == "base":
+                    check_rules(docs, promtool, workdir)
+                print(f"  --  {variant}: {time.monotonic() - start:.1f} s", flush=True)
+            print("secret.example.yaml:", flush=True)
+            secret = load_all(EXAMPLE_SECRET.read_text())
+            for version in dict.fromkeys(("1.25.0", newest)):
+                kubernetes_validate(validator, EXAMPLE_SECRET, version, secret)
+            values = one(secret, "Secret")["stringData"].values()
+            expect(all(str(v).startswith("REPLACE-ME") for v in values), "the example Secret holds only placeholders")
+            ok("every value is a REPLACE-ME placeholder")
+    except CheckError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    print("manifests: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
