@@ -170,7 +170,7 @@ class AsyncReporter(ReporterBase):
         event = self._event
         if event is None:
             return
-        if not event.is_set() and not self._closing:
+        if not event.is_set():  # aclose() sets it once, for an immediate last attempt
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
         event.clear()

@@ -162,8 +162,7 @@ class Reporter(ReporterBase):
         delay = settings.interval
         while not self._stop:
             try:
-                if not self._closing:
-                    self._event.wait(delay)
+                self._event.wait(delay)  # close() sets it once, for an immediate last attempt
                 self._event.clear()
                 delay = settings.interval
                 if self._target is None:
@@ -172,8 +171,6 @@ class Reporter(ReporterBase):
                     backoff.reset()
                 else:
                     delay = backoff.next()
-                    if self._closing:  # keep retrying until close() gives up, but not in a busy loop
-                        time.sleep(delay)
                 if self._closing and not self._buffer.items and not self._buffer.in_flight:
                     break
             except Exception as exc:

@@ -53,7 +53,7 @@ def alertd_accepts(item: dict[str, Any]) -> bool:
     status=STATUS,
     message=st.one_of(st.none(), st.text(max_size=2000), st.integers()),
 )
-def test_local_validation_agrees_with_alertd(
+def test_local_validation_agrees_with_alertd(  # noqa: PLR0917 - one parameter per field
     provider: Any, route: Any, request_id: Any, api_key: Any, error_type: Any, status: Any, message: Any
 ) -> None:
     item = make_item(provider, route, request_id, api_key, error_type, status, message)
