@@ -62,6 +62,8 @@ class Alert:
     trigger: FailureEvent
     recent: tuple[tuple[float, FailureEvent], ...]
     test: bool = False
+    # This provider's earlier alerts that could not be delivered and that no delivered alert has reported.
+    undelivered_since_last: int = 0
 
     @property
     def message(self) -> str:
@@ -102,6 +104,7 @@ class Alert:
             "first_failure_at": iso(self.first_failure_at),
             "last_failure_at": iso(self.last_failure_at),
             "throttled_since_last_alert": self.throttled_since_last,
+            "undelivered_since_last_alert": self.undelivered_since_last,
             "recent_failures": [{"at": iso(at), **event.to_dict()} for at, event in self.recent],
         }
 

@@ -120,6 +120,8 @@ class Config:
     max_providers: int = 10_000
     max_body_bytes: int = 1_048_576
     shutdown_timeout_seconds: float = 5.0
+    client_timeout_seconds: float = 30.0
+    max_connections: int = 1000
     ingest_token: str | None = field(default=None, repr=False)
     api_key_salt: str | None = field(default=None, repr=False)
     log_level: str = "info"
@@ -169,6 +171,12 @@ class Config:
             shutdown_timeout_seconds=env.get(
                 "ALERTD_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, _non_negative, "a number >= 0"
             ),
+            client_timeout_seconds=env.get(
+                "ALERTD_CLIENT_TIMEOUT_SECONDS", d.client_timeout_seconds, _positive, "a number > 0"
+            ),
+            max_connections=env.get(
+                "ALERTD_MAX_CONNECTIONS", d.max_connections, _int_in(1, 1_000_000), "an integer from 1 to 1000000"
+            ),
             ingest_token=env.get("ALERTD_INGEST_TOKEN", None, _token, "a non-empty string of visible ASCII"),
             api_key_salt=salt,
             log_level=env.get("ALERTD_LOG_LEVEL", d.log_level, _choice(LOG_LEVELS), "|".join(LOG_LEVELS)),
@@ -205,6 +213,8 @@ class Config:
             "ALERTD_MAX_PROVIDERS": self.max_providers,
             "ALERTD_MAX_BODY_BYTES": self.max_body_bytes,
             "ALERTD_SHUTDOWN_TIMEOUT_SECONDS": self.shutdown_timeout_seconds,
+            "ALERTD_CLIENT_TIMEOUT_SECONDS": self.client_timeout_seconds,
+            "ALERTD_MAX_CONNECTIONS": self.max_connections,
             "ALERTD_INGEST_TOKEN": hidden(self.ingest_token),
             "ALERTD_API_KEY_SALT": hidden(self.api_key_salt),
             "ALERTD_LOG_LEVEL": self.log_level,

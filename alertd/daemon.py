@@ -7,6 +7,7 @@ cancellation of that group, after which a shielded, time-bounded drain stops the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -15,6 +16,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import anyio
 from aiohttp import web
@@ -117,6 +119,95 @@ def _bind_unix(variable: str, address: UnixAddress, mode: int) -> socket.socket:
     return sock
 
 
+_REFUSAL_BODY = (
+    b'{"error": "too_many_connections", "detail": "alertd has ALERTD_MAX_CONNECTIONS connections open; retry"}'
+)
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+# How long a refused connection may take to send its request head, then to close after the answer.
+REFUSAL_GRACE = 1.0
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection over the limit: read the request head, answer 503, half-close, then close.
+
+    Reading before answering and half-closing after keep the client from seeing a reset instead of the 503.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._tail = b""
+        self._answered = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)
+        self._timer = self._loop.call_later(REFUSAL_GRACE, self._answer)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._answered:
+            self._tail = (self._tail + data)[-4096:]
+            if b"\r\n\r\n" in self._tail:
+                self._answer()
+
+    def eof_received(self) -> bool:
+        self._answer()
+        return True  # keep our side open until the answer is out; _answer closes it
+
+    def _answer(self) -> None:
+        transport = self._transport
+        if self._answered or transport is None or transport.is_closing():
+            return
+        self._answered = True
+        if self._timer is not None:
+            self._timer.cancel()
+        transport.write(REFUSAL)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = self._loop.call_later(REFUSAL_GRACE, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._transport = None
+
+
+class LimitedSite(web.SockSite):
+    """A SockSite that serves at most `limit` connections at once and answers the rest 503."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *, limit: int, on_refused: Callable[[], None]):
+        super().__init__(runner, sock, backlog=BACKLOG)
+        self._limit = limit
+        self._on_refused = on_refused
+        self._opening = 0  # connections created whose handler has not registered with the server yet
+
+    async def start(self) -> None:
+        """Like SockSite.start, with a protocol factory that enforces the limit."""
+        await web.BaseSite.start(self)  # registers the site with its runner
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the runner is not set up")
+
+        def settled() -> None:
+            self._opening -= 1
+
+        def factory() -> asyncio.BaseProtocol:
+            if len(server.connections) + self._opening >= self._limit:
+                self._on_refused()
+                return _Refusal(loop)
+            # The handler registers in connection_made, which the transport schedules right after this
+            # returns: two hops of call_soon land after it.
+            self._opening += 1
+            loop.call_soon(loop.call_soon, settled)
+            return server()
+
+        self._server = await loop.create_server(factory, sock=self._sock, backlog=self._backlog)
+
+
 def _bound(sock: socket.socket) -> Address:
     host, port = sock.getsockname()[:2]
     return Address(host, port)
@@ -152,11 +243,18 @@ async def serve(
     health = Health()
     anonymizer = Anonymizer(config.api_key_salt)
     timeout = config.shutdown_timeout_seconds
+    # keepalive_timeout bounds, from the connection's start or its previous answer, the wait for a complete
+    # request head: a slow-header (slowloris) client or an idle one is closed after ALERTD_CLIENT_TIMEOUT_SECONDS.
+    client: dict[str, Any] = {"keepalive_timeout": config.client_timeout_seconds}
     api_runner = web.AppRunner(
-        make_app(service, config, anonymizer), handle_signals=False, access_log=None, shutdown_timeout=timeout
+        make_app(service, config, anonymizer),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=timeout,
+        **client,
     )
     metrics_runner = web.AppRunner(
-        make_metrics_app(service, health), handle_signals=False, access_log=None, shutdown_timeout=timeout
+        make_metrics_app(service, health), handle_signals=False, access_log=None, shutdown_timeout=timeout, **client
     )
     await api_runner.setup()
     await metrics_runner.setup()
@@ -167,8 +265,12 @@ async def serve(
             owned_socket = config.listen.path
         metrics_sock = bind("ALERTD_METRICS_LISTEN", config.metrics_listen)
         listening = Listening(_bound_listen(api_sock, config.listen), _bound(metrics_sock), service)
-        await web.SockSite(api_runner, api_sock).start()
-        await web.SockSite(metrics_runner, metrics_sock).start()
+
+        def refused() -> None:
+            service.metrics.rejected.labels("too_many_connections").inc()
+
+        await LimitedSite(api_runner, api_sock, limit=config.max_connections, on_refused=refused).start()
+        await LimitedSite(metrics_runner, metrics_sock, limit=config.max_connections, on_refused=refused).start()
         health.ready = True
         log.info(
             "alertd_started",
@@ -207,7 +309,10 @@ async def _drain(
             os.unlink(owned_socket)
     await service.sink.aclose(max(0.0, deadline - anyio.current_time()))
     await metrics_runner.cleanup()
-    service.log.info("alertd_stopped")
+    unsent = service.deliveries.pending()
+    if unsent:
+        service.log.warning("sentry_events_unsent_at_shutdown", count=unsent)
+    service.log.info("alertd_stopped", accepted_total=service.accepted_total)
 
 
 async def run(config: Config, log: FilteringBoundLogger) -> None:

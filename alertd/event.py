@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,9 @@ MAX_PROVIDER_CHARS = 128
 # Longer values are rejected, except `message`, which is informational and cut to fit.
 MAX_CHARS = {"route": 1024, "request_id": 256, "api_key": 1024, "error_type": 128}
 MAX_MESSAGE_CHARS = 1024
+# Unicode Default_Ignorable_Code_Point characters that str.isprintable() accepts: they render as nothing,
+# so "openai" + one of them would look exactly like "openai" (Unicode 15 DerivedCoreProperties).
+_INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,9 @@ def _reject_constant(name: str) -> float:
 
 
 def _loads(data: bytes | str) -> Any:
+    if isinstance(data, bytes):
+        # Strict UTF-8 (RFC 8259): json.loads(bytes) would also take UTF-16/32 and encoded surrogates.
+        data = data.decode("utf-8").removeprefix("\ufeff")
     return json.loads(data, parse_constant=_reject_constant)
 
 
@@ -93,8 +100,9 @@ def parse_event(item: Any, index: int, anonymize: Callable[[str], str]) -> Failu
         raise InvalidEventError("invalid_event", "provider is required and must be a string", index)
     if not 1 <= len(provider) <= MAX_PROVIDER_CHARS:
         raise InvalidEventError("invalid_event", f"provider must be 1-{MAX_PROVIDER_CHARS} characters", index)
-    # isprintable() is False for control, format (zero-width, bidi marks) and separator characters.
-    if not provider.isprintable() or " " in provider:
+    # isprintable() is False for control, format (zero-width, bidi marks) and separator characters;
+    # _INVISIBLE catches the default-ignorable characters it lets through (variation selectors, fillers).
+    if not provider.isprintable() or " " in provider or _INVISIBLE.search(provider):
         raise InvalidEventError(
             "invalid_event", "provider must not contain whitespace, control or invisible format characters", index
         )

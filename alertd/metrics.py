@@ -17,6 +17,9 @@ REJECT_REASONS = (
     "invalid_json",
     "invalid_event",
     "method_not_allowed",
+    "invalid_body",
+    "incomplete_body",
+    "too_many_connections",
 )
 
 

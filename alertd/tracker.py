@@ -146,6 +146,8 @@ class MemoryTracker:
             victim = self._pick_victim(now)
             del self._entries[victim]
             result.evicted.append(victim)
+            if victim in result.admitted:  # admitted earlier in this batch: it never became visible
+                result.admitted.remove(victim)
         entry = _Entry(self.rule)
         self._entries[provider] = entry
         result.admitted.append(provider)
