@@ -18,7 +18,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from alertd import __version__
-from alertd.event import MAX_CHARS, MAX_MESSAGE_CHARS, MAX_PROVIDER_CHARS, NDJSON
+from alertd.errors import InvalidEventError
+from alertd.event import MAX_CHARS, MAX_MESSAGE_CHARS, MAX_PROVIDER_CHARS, NDJSON, parse_event
 
 log = logging.getLogger("alertd.client")
 
@@ -73,6 +74,19 @@ def headers(token: str | None) -> dict[str, str]:
     return found
 
 
+def _alertd_takes(provider: str) -> bool:
+    """The verdict of alertd's own code on a non-ASCII provider name.
+
+    Its rule for those is Unicode-deep; asking it keeps both sides identical. ASCII names, the usual
+    case, take the fast path in make_item.
+    """
+    try:
+        parse_event({"provider": provider}, 0, str)
+    except InvalidEventError:
+        return False
+    return True
+
+
 def _bad_text(value: Any, limit: int) -> bool:
     return value is not None and (not isinstance(value, str) or len(value) > limit)
 
@@ -88,15 +102,15 @@ def make_item(  # noqa: PLR0917 - positional on purpose: this runs on every repo
 ) -> Item | None:
     """The buffered form of one failure, or None when alertd would reject it (see alertd/event.py).
 
-    The rules are alertd's own: provider 1-128 printable characters without spaces; route, request_id,
-    api_key and error_type strings within their limits; status an integer from 100 to 599. A message
-    is cut to alertd's limit, as alertd would cut it.
+    The rules are alertd's own (the same code for non-ASCII provider names): provider 1-128 printable
+    characters without spaces or invisible ones; route, request_id, api_key and error_type strings
+    within their limits; status an integer from 100 to 599. A message is cut to alertd's limit, as
+    alertd would cut it.
     """
     if (
         not isinstance(provider, str)
         or not 0 < len(provider) <= MAX_PROVIDER_CHARS
-        or not provider.isprintable()
-        or " " in provider
+        or not (provider.isprintable() and " " not in provider if provider.isascii() else _alertd_takes(provider))
         or _bad_text(route, _ROUTE_MAX)
         or _bad_text(request_id, _REQUEST_ID_MAX)
         or _bad_text(api_key, _API_KEY_MAX)

@@ -26,7 +26,22 @@ TEXT = st.one_of(
 PROVIDER = st.one_of(
     st.text(min_size=0, max_size=10),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=126, max_size=130),
-    st.sampled_from(["openai", "a b", "a\tb", "a\u200bb", "a\u202eb", "\u00a0", "x" * 128, "x" * 129, "\ud800"]),
+    st.sampled_from(
+        [
+            "openai",
+            "a b",
+            "a\tb",
+            "a\u200bb",
+            "a\u202eb",
+            "\u00a0",
+            "open\u034fai",
+            "x\ufe0f",
+            "\u00e9t\u00e9",
+            "x" * 128,
+            "x" * 129,
+            "\ud800",
+        ]
+    ),
     st.none(),
     st.integers(),
 )
