@@ -61,7 +61,8 @@ class Target:
             raise ValueError(f"expected http://host:port or unix:/path.sock, got {text!r}")
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)  # .port raises ValueError on a bad port
-        path = parts.path.rstrip("/") + FAILURES_PATH
+        # `http://host:port`, with or without the endpoint's own path (`.../v1/failures`), or under a prefix
+        path = parts.path.rstrip("/").removesuffix(FAILURES_PATH) + FAILURES_PATH
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         return cls(f"{parts.scheme}://{host}:{port}{path}", parts.hostname, port, path, tls=tls)
 

@@ -177,6 +177,8 @@ def test_a_batch_is_cut_to_its_byte_budget() -> None:
         ("http://127.0.0.1:9180", "http://127.0.0.1:9180/v1/failures", None),
         ("http://localhost:9180/", "http://localhost:9180/v1/failures", None),
         ("http://[::1]:9180", "http://[::1]:9180/v1/failures", None),
+        ("http://127.0.0.1:9180/v1/failures", "http://127.0.0.1:9180/v1/failures", None),
+        ("http://gw:8080/alertd/", "http://gw:8080/alertd/v1/failures", None),
         ("https://alertd.internal", "https://alertd.internal:443/v1/failures", None),
         ("unix:/var/run/alertd/alertd.sock", "http://alertd/v1/failures", "/var/run/alertd/alertd.sock"),
     ],
