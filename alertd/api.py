@@ -100,7 +100,9 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
         return _reject(request, "body_too_large", 413, too_large)
     except TimeoutError:
         late = f"the body did not arrive within ALERTD_CLIENT_TIMEOUT_SECONDS ({timeout:g}s)"
-        return _reject(request, "incomplete_body", 408, late)
+        response = _reject(request, "incomplete_body", 408, late)
+        response.force_close()  # the rest of a late body is not worth waiting for: close, do not linger
+        return response
     except ConnectionError:
         return _reject(request, "incomplete_body", 400, "the client closed the connection before the body arrived")
     except (RequestPayloadError, HttpProcessingError):

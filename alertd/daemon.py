@@ -155,7 +155,7 @@ class _Refusal(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._answer()
-        return True  # keep our side open until the answer is out; _answer closes it
+        return False  # the client is done: close once the answer is flushed
 
     def _answer(self) -> None:
         transport = self._transport
