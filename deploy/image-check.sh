@@ -198,5 +198,24 @@ EOF
   log "alertd serve ran as UID $UID_EXPECTED on a read-only root, fired an alert and drained on SIGTERM"
 }
 timed "read-only serve smoke test" serve_read_only
+
+# Opt-in (not in CI, ~1 min): ALERTD_IMAGE_MEASURE=1 deploy/image-check.sh runs deploy/measure_resources.py
+# with the image's Python, as UID 10001 on the read-only root, idle / unpaced / 500 per second.
+measure_in_image() {
+  local mnt args
+  mnt=$("${BUILDAH[@]}" mount "$ctr")
+  for args in "--seconds 20" "--seconds 20 --rate 500"; do
+    # shellcheck disable=SC2086 # $args is a list of options
+    unshare --mount --propagation private bash -euo pipefail -c '
+      mnt=$1 tmp=$2 uid=$3; shift 3
+      mount --bind "$mnt" "$mnt"
+      mount -o remount,bind,ro "$mnt"
+      mount -t proc proc "$mnt/proc"
+      mount --bind /dev "$mnt/dev"
+      env -i $(cat "$tmp/env") chroot --userspec="$uid:$uid" "$mnt" python - "$@" <deploy/measure_resources.py
+    ' _ "$mnt" "$tmp" "$UID_EXPECTED" $args
+  done
+}
+if [ "${ALERTD_IMAGE_MEASURE:-}" = 1 ]; then timed "resource measurement in the image" measure_in_image; fi
 rm -rf "$tmp"
 log "OK"
