@@ -48,6 +48,7 @@ WORKDIR /
 # 9181: /metrics, /healthz, /readyz for Prometheus and the kubelet.
 EXPOSE 9180 9181
 # No curl in the image: the venv's Python asks /healthz itself (exit 1 on any error or non-2xx).
+# It assumes the default metrics port: override the health check if you move ALERTD_METRICS_LISTEN.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9181/healthz', timeout=2)"]
 STOPSIGNAL SIGTERM

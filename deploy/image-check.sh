@@ -159,6 +159,7 @@ print(*(s.getsockname()[1] for s in socks))')
   healthcheck=$(cat "$tmp/healthcheck.py")
   healthcheck=${healthcheck//9181/$metrics}
   # A private mount namespace: the container's root is bind-mounted read-only, /dev is the host's.
+  # shellcheck disable=SC2016 # the inner script expands its own positional parameters
   unshare --mount --propagation private bash -euo pipefail -c '
     mnt=$1 tmp=$2 api=$3 metrics=$4 healthcheck=$5 uid=$6
     mount --bind "$mnt" "$mnt"
@@ -205,7 +206,7 @@ measure_in_image() {
   local mnt args
   mnt=$("${BUILDAH[@]}" mount "$ctr")
   for args in "--seconds 20" "--seconds 20 --rate 500"; do
-    # shellcheck disable=SC2086 # $args is a list of options
+    # shellcheck disable=SC2016,SC2086 # the inner script expands its own parameters; $args is a list
     unshare --mount --propagation private bash -euo pipefail -c '
       mnt=$1 tmp=$2 uid=$3; shift 3
       mount --bind "$mnt" "$mnt"
