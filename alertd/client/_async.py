@@ -53,7 +53,8 @@ class AsyncReporter(ReporterBase):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
-        self._event: asyncio.Event | None = None
+        self._event: asyncio.Event | None = None  # set: a full batch waits, or aclose() wants a last try
+        self._closed_event: asyncio.Event | None = None  # set by aclose(): cuts a backoff short
         self._closing = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -84,6 +85,7 @@ class AsyncReporter(ReporterBase):
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._event = asyncio.Event()
+        self._closed_event = asyncio.Event()
         self._task = loop.create_task(self._run(), name="alertd-reporter")
         self._started = True
 
@@ -129,6 +131,8 @@ class AsyncReporter(ReporterBase):
             task = self._task
             if task is not None and not task.done():
                 self._wake()
+                if self._closed_event is not None:
+                    self._closed_event.set()
                 try:
                     await asyncio.wait_for(asyncio.shield(task), max(0.0, limit))
                 except TimeoutError:
@@ -148,32 +152,37 @@ class AsyncReporter(ReporterBase):
         settings = self._settings
         backoff = Backoff(settings.interval, settings.max_backoff)
         delay = settings.interval
+        backing_off = False
         while True:
             try:
-                await self._sleep(delay)
-                delay = settings.interval
+                await self._sleep(delay, backoff=backing_off)
+                delay, backing_off = settings.interval, False
                 if self._target is None:
                     self._buffer.reject_all()
                 elif await self._send_all():
                     backoff.reset()
                 else:
-                    delay = backoff.next()
+                    delay, backing_off = backoff.next(), True
                 if self._closing and not self._buffer.items and not self._buffer.in_flight:
                     return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._count_error(exc)
-                delay = backoff.next()
+                delay, backing_off = backoff.next(), True
 
-    async def _sleep(self, seconds: float) -> None:
-        event = self._event
+    async def _sleep(self, seconds: float, *, backoff: bool) -> None:
+        """Wait `seconds`; a full batch cuts the wait short, except a backoff, which only aclose() cuts."""
+        event = self._closed_event if backoff else self._event
         if event is None:
             return
-        if not event.is_set():  # aclose() sets it once, for an immediate last attempt
+        if not event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), seconds)
-        event.clear()
+        # Both are one-shot: after aclose()'s immediate attempt, backoffs wait again (no busy loop).
+        for one_shot in (self._event, self._closed_event):
+            if one_shot is not None:
+                one_shot.clear()
 
     async def _send_all(self) -> bool:
         """Send batches until the buffer is empty (True) or a delivery fails (False)."""

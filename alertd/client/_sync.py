@@ -77,7 +77,8 @@ class Reporter(ReporterBase):
             Settings(capacity, batch_size, interval, timeout, max_batch_bytes, max_backoff),
         )
         self._close_timeout = close_timeout
-        self._event = threading.Event()
+        self._event = threading.Event()  # set: a full batch waits, or close() wants a last try
+        self._closed_event = threading.Event()  # set by close(): cuts a backoff short
         self._start_lock = threading.Lock()
         self._closing = False
         self._stop = False
@@ -147,11 +148,13 @@ class Reporter(ReporterBase):
                 self._closing = True
             self._buffer.close()
             self._wake()
+            self._closed_event.set()
             thread = self._thread
             if thread is not None:
                 thread.join(max(0.0, limit))
                 self._stop = True  # a thread still blocked in a send gives its batch back and exits
                 self._wake()
+                self._closed_event.set()
             self._buffer.drop_remaining()
         except Exception as exc:
             self._count_error(exc)
@@ -160,22 +163,26 @@ class Reporter(ReporterBase):
         settings = self._settings
         backoff = Backoff(settings.interval, settings.max_backoff)
         delay = settings.interval
+        backing_off = False
         while not self._stop:
             try:
-                self._event.wait(delay)  # close() sets it once, for an immediate last attempt
+                # A full batch cuts the interval short; only close() cuts a backoff short.
+                (self._closed_event if backing_off else self._event).wait(delay)
+                # Both are one-shot: after close()'s immediate attempt, backoffs wait again (no busy loop).
                 self._event.clear()
-                delay = settings.interval
+                self._closed_event.clear()
+                delay, backing_off = settings.interval, False
                 if self._target is None:
                     self._buffer.reject_all()
                 elif self._send_all():
                     backoff.reset()
                 else:
-                    delay = backoff.next()
+                    delay, backing_off = backoff.next(), True
                 if self._closing and not self._buffer.items and not self._buffer.in_flight:
                     break
             except Exception as exc:
                 self._count_error(exc)
-                delay = backoff.next()
+                delay, backing_off = backoff.next(), True
         self._disconnect()
 
     def _send_all(self) -> bool:
@@ -244,6 +251,7 @@ class Reporter(ReporterBase):
         """In a forked child: the sender thread did not survive; start a new one on next use."""
         self._start_lock = threading.Lock()
         self._event = threading.Event()
+        self._closed_event = threading.Event()
         # The parent's queued events are the parent's to send: the child starts empty, with its own counters.
         self._buffer = Buffer(self._settings.capacity)
         self._thread = None

@@ -87,7 +87,7 @@ schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 schema = schemathesis.openapi.from_path(str(SPEC))
 
 
-def accepts_valid_data(ctx: Any, response: Any, case: schemathesis.Case) -> bool | None:
+def accepts_valid_data(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> bool | None:
     """schemathesis's positive_data_acceptance, except for the documented provider-character rule.
 
     An NDJSON body is documented as text whose lines are FailureEvents: OpenAPI 3.1 cannot give each
@@ -112,7 +112,7 @@ def accepts_valid_data(ctx: Any, response: Any, case: schemathesis.Case) -> bool
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
-def test_alertd_conforms_to_its_openapi_document(case: schemathesis.Case, live_alertd: Live) -> None:
+def test_alertd_conforms_to_its_openapi_document(case: schemathesis.Case[Any], live_alertd: Live) -> None:
     base = live_alertd.metrics if case.path in METRICS_PATHS else live_alertd.api
     case.call_and_validate(
         base_url=base,
