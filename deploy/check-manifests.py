@@ -38,8 +38,12 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-# kustomization -> the oldest Kubernetes version it is for.
-VARIANTS = {"base": "1.29.0", "overlays/pre-1.29-classic-sidecar": "1.25.0"}
+# kustomization -> (the oldest Kubernetes version it is for, how alertd runs beside the router).
+VARIANTS = {
+    "base": ("1.29.0", "native"),
+    "overlays/pre-1.29-classic-sidecar": ("1.25.0", "classic"),
+    "overlays/unix-socket": ("1.29.0", "native"),
+}
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ROOT / "deploy" / "schemas" / "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): ROOT / "deploy" / "schemas" / "prometheusrule-monitoring-v1.json",
@@ -186,7 +190,7 @@ def check_placement(pod: dict[str, Any], variant: str) -> tuple[dict[str, Any], 
     """Where alertd sits in the pod; returns the alertd and router containers."""
     expect(pod.get("automountServiceAccountToken") is False, "automountServiceAccountToken must be false")
 
-    if variant == "base":
+    if variant == "native":
         inits = pod.get("initContainers", [])
         expect([c["name"] for c in inits] == ["alertd"], "base: alertd must be the only init container")
         alertd = inits[0]
@@ -201,7 +205,7 @@ def check_placement(pod: dict[str, Any], variant: str) -> tuple[dict[str, Any], 
         expect("restartPolicy" not in alertd, "classic: a regular container has no restartPolicy")
         post_start = " ".join(alertd["lifecycle"]["postStart"]["exec"]["command"])
         expect(f"127.0.0.1:{METRICS_PORT}/readyz" in post_start, "classic: postStart must wait for /readyz")
-    ok(f"{variant}: alertd is {'a native' if variant == 'base' else 'a classic'} sidecar of {router['name']}")
+    ok(f"{variant}: alertd is a {variant} sidecar of {router['name']}")
     return alertd, router
 
 
@@ -220,6 +224,33 @@ def check_wiring(docs: list[dict[str, Any]], variant: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in config.items()}
 
 
+def check_ingest_is_pod_local(
+    deployment: dict[str, Any], config: dict[str, Any], alertd: dict[str, Any], router: dict[str, Any]
+) -> None:
+    """ALERTD_LISTEN is 127.0.0.1 or a socket in a pod-private emptyDir; the router's ALERTD_URL points at it."""
+    listen = config["ALERTD_LISTEN"]
+    url = env_value(router, "ALERTD_URL")
+    if listen.startswith("unix:"):
+        directory = listen.removeprefix("unix:").rpartition("/")[0]
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+
+        def socket_volume(container: dict[str, Any]) -> str | None:
+            names = [m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == directory]
+            return names[0] if names else None
+
+        shared = socket_volume(alertd)
+        expect(shared is not None and shared == socket_volume(router), f"{directory} must be shared by both containers")
+        expect(
+            "emptyDir" in volumes.get(str(shared), {}), f"the socket's volume {shared} must be a pod-private emptyDir"
+        )
+        expect(url == listen, f"ALERTD_URL {url} must be ALERTD_LISTEN {listen}")
+        ok(f"ingest on {listen}, in emptyDir {shared} shared by alertd and the router only")
+    else:
+        expect(listen.startswith("127.0.0.1:"), "ALERTD_LISTEN must stay on 127.0.0.1 (pod-local)")
+        expect(url.startswith(f"http://{listen}/"), f"ALERTD_URL {url} does not point at ALERTD_LISTEN {listen}")
+        ok(f"ingest on {listen}: only the pod's own containers reach it")
+
+
 def check_ports(
     docs: list[dict[str, Any]],
     *,
@@ -233,7 +264,7 @@ def check_ports(
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
 
-    expect(config["ALERTD_LISTEN"].startswith("127.0.0.1:"), "ALERTD_LISTEN must stay on 127.0.0.1 (pod-local)")
+    check_ingest_is_pod_local(deployment, config, alertd, router)
     metrics_port = port_of(config["ALERTD_METRICS_LISTEN"])
     expect(metrics_port == METRICS_PORT, f"ALERTD_METRICS_LISTEN must use {METRICS_PORT}")
     expect(
@@ -242,7 +273,6 @@ def check_ports(
     )
     for probe, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         expect(probe_target(alertd, probe) == (metrics_port, path), f"alertd {probe} must GET {path} on {metrics_port}")
-    expect(env_value(router, "ALERTD_URL").startswith(f"http://{config['ALERTD_LISTEN']}/"), "ALERTD_URL != LISTEN")
     expect(annotations.get("prometheus.io/scrape") == "true", "prometheus.io/scrape must be true")
     expect(annotations.get("prometheus.io/port") == str(metrics_port), "prometheus.io/port must be the metrics port")
     expect(annotations.get("prometheus.io/path") == "/metrics", "prometheus.io/path must be /metrics")
@@ -271,7 +301,7 @@ def check_grace(
     expect(
         grace >= needed, f"terminationGracePeriodSeconds {grace} < router {router_drain} + alertd {alertd_drain} + 1"
     )
-    if variant != "base":
+    if variant == "classic":
         command = alertd["lifecycle"]["preStop"]["exec"]["command"]
         match = re.search(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(command))
         expect(match is not None and float(match.group(1)) >= router_drain, "classic: preStop must outwait the router")
@@ -320,7 +350,7 @@ def main() -> int:
         newest = latest_bundled_version(validator)
         with tempfile.TemporaryDirectory(prefix="alertd-manifests-") as tmp:
             workdir = Path(tmp)
-            for variant, oldest in VARIANTS.items():
+            for variant, (oldest, placement) in VARIANTS.items():
                 start = time.monotonic()
                 print(f"{variant}:", flush=True)
                 rendered = run([kubectl, "kustomize", str(K8S / variant)]).stdout
@@ -331,7 +361,7 @@ def main() -> int:
                 for version in dict.fromkeys((oldest, newest)):
                     kubernetes_validate(validator, out, version, docs)
                 validate_crds(docs)
-                config = check_wiring(docs, "base" if variant == "base" else "classic")
+                config = check_wiring(docs, placement)
                 check_config_with_alertd(args.alertd, config)
                 if variant == "base":
                     check_rules(docs, promtool, workdir)
