@@ -349,7 +349,7 @@ def main() -> int:
         promtool = tool("promtool")
         newest = latest_bundled_version(validator)
         found = sorted(str(k.parent.relative_to(K8S)) for k in K8S.rglob("kustomization.yaml"))
-        expect(found == sorted(VARIANTS), f"kustomizations {found}, checked {sorted(VARIANTS)}: add new ones to VARIANTS")
+        expect(found == sorted(VARIANTS), f"kustomizations {found}; checked: {sorted(VARIANTS)}; add to VARIANTS")
         with tempfile.TemporaryDirectory(prefix="alertd-manifests-") as tmp:
             workdir = Path(tmp)
             for variant, (oldest, placement) in VARIANTS.items():
