@@ -133,12 +133,11 @@ class AsyncReporter(ReporterBase):
                 self._wake()
                 if self._closed_event is not None:
                     self._closed_event.set()
-                try:
-                    await asyncio.wait_for(asyncio.shield(task), max(0.0, limit))
-                except TimeoutError:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, limit))
+                if not done:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    # Bounded even if the task ignored the cancel: aclose() must return.
+                    await asyncio.wait({task}, timeout=1.0)
             self._buffer.drop_remaining()
             if self._session is not None:
                 await self._session.close()
@@ -177,8 +176,10 @@ class AsyncReporter(ReporterBase):
         if event is None:
             return
         if not event.is_set():
+            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancel that races the wake-up.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await event.wait()
         # Both are one-shot: after aclose()'s immediate attempt, backoffs wait again (no busy loop).
         for one_shot in (self._event, self._closed_event):
             if one_shot is not None:

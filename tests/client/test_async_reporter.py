@@ -234,3 +234,17 @@ def test_report_without_a_running_loop_buffers_until_the_sender_starts() -> None
     alertd = AsyncReporter("http://127.0.0.1:1")
     assert alertd.report("p")  # no loop in this thread: buffered, not raised
     assert alertd.stats().queued == 1
+
+
+@pytest.mark.parametrize("limit", [0.0, 0.05])
+async def test_aclose_returns_within_its_bound_even_when_it_races_the_wake_up(limit: float) -> None:
+    """aclose() wakes the sender and may cancel it at once; the cancel must not be lost (3.11's wait_for)."""
+    for _ in range(5):
+        alertd = AsyncReporter("http://127.0.0.1:1", interval=3600, batch_size=10**6)  # port 1: refused
+        async with alertd:
+            for _ in range(100):
+                alertd.report("p")
+            with anyio.fail_after(5):  # hang guard
+                await alertd.aclose(timeout=limit)
+        stats = alertd.stats()
+        assert (stats.dropped_closed, stats.queued, stats.in_flight) == (100, 0, 0)
