@@ -14,7 +14,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -246,8 +246,10 @@ async def serve(
     # keepalive_timeout bounds, from the connection's start or its previous answer, the wait for a complete
     # request head: a slow-header (slowloris) client or an idle one is closed after ALERTD_CLIENT_TIMEOUT_SECONDS.
     client: dict[str, Any] = {"keepalive_timeout": config.client_timeout_seconds}
+    api_app = make_app(service, config, anonymizer)
+    api_app.on_response_prepare.append(_close_while_draining(health))
     api_runner = web.AppRunner(
-        make_app(service, config, anonymizer),
+        api_app,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=timeout,
@@ -291,6 +293,20 @@ async def serve(
             await _drain(service, health, api_runner, metrics_runner, grace=timeout, owned_socket=owned_socket)
 
 
+# How long open keep-alive connections may still bring a request once draining starts.
+DRAIN_IDLE_GRACE = 0.5
+
+
+def _close_while_draining(health: Health) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def hook(request: web.Request, response: web.StreamResponse) -> None:
+        if health.draining:
+            # Headers are already prepared when this hook runs: say it, as well as do it.
+            response.force_close()
+            response.headers["Connection"] = "close"
+
+    return hook
+
+
 async def _drain(
     service: AlertService,
     health: Health,
@@ -301,7 +317,15 @@ async def _drain(
     owned_socket: str | None,
 ) -> None:
     deadline = anyio.current_time() + grace
-    health.draining = True
+    health.draining = True  # /readyz turns 503, and every API answer now carries Connection: close
+    for site in list(api_runner.sites):
+        await site.stop()  # the listener closes: new connections are refused, cleanly
+    server = api_runner.server
+    if server is not None and server.connections:
+        # Found by tests/reliability/test_shutdown.py: closing keep-alive connections at once resets the
+        # requests clients are sending on them. Give them a moment to send their last one (answered with
+        # Connection: close) before the idle rest is closed.
+        await anyio.sleep(min(DRAIN_IDLE_GRACE, grace / 2))
     service.log.info("alertd_draining", shutdown_timeout_seconds=grace)
     await api_runner.cleanup()
     if owned_socket is not None:

@@ -80,6 +80,9 @@ def make_transport_class(hook: OutcomeHook) -> type[HttpTransport]:
 class SentrySink:
     """Sends each alert as one Sentry event, built in a scope of its own."""
 
+    # Every alert sent gets one outcome through `on_outcome` (see make_transport_class).
+    reports_outcomes = True
+
     def __init__(
         self,
         dsn: Dsn,

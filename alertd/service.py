@@ -147,7 +147,9 @@ class AlertService:
     def fire(self, alert: Alert, *, tracked: bool = True) -> Alert:
         """Count, log and send one alert; returns it as sent, with its undelivered count."""
         if not alert.test:
-            undelivered = self.deliveries.expect(alert.event_id, alert.provider)
+            # Only a sink that reports delivery outcomes (Sentry) can leave alerts undelivered.
+            reports = getattr(self.sink, "reports_outcomes", False)
+            undelivered = self.deliveries.expect(alert.event_id, alert.provider) if reports else 0
             alert = dataclasses.replace(alert, undelivered_since_last=undelivered)
             if tracked:
                 self.metrics.alerts.labels(alert.provider).inc()
