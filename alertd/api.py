@@ -62,8 +62,12 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         error = exc.reason.lower().replace(" ", "_")
         if request.path == FAILURES_PATH and exc.status == 405:
-            return _reject(request, "method_not_allowed", 405, f"{request.method} is not allowed; use POST")
-        return error_response(exc.status, error, exc.text or exc.reason)
+            response = _reject(request, "method_not_allowed", 405, f"{request.method} is not allowed; use POST")
+        else:
+            response = error_response(exc.status, error, exc.text or exc.reason)
+        if "Allow" in exc.headers:  # RFC 9110: a 405 names the methods the resource offers
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception as exc:
         service = request.app[SERVICE]
         service.log.exception("internal_error", path=request.path)

@@ -151,6 +151,7 @@ async def test_oversized_bodies_are_413_by_length_by_stream_and_after_inflation(
 async def test_wrong_method_is_405_and_unknown_paths_404(daemon: RunningDaemon) -> None:
     async with daemon.session.get(f"{daemon.api}/v1/failures") as response:
         assert response.status == 405
+        assert response.headers["Allow"] == "POST"
         assert (await response.json())["error"] == "method_not_allowed"
     async with daemon.session.put(f"{daemon.api}/v1/failures", json=FAIL) as response:
         assert response.status == 405

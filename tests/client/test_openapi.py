@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, settings
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
 from schemathesis.core.failures import Failure
-from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from alertd.config import Address, parse_listen
 from tests.support.process import COMMAND, child_env
@@ -117,6 +117,6 @@ def test_alertd_conforms_to_its_openapi_document(case: schemathesis.Case[Any], l
     case.call_and_validate(
         base_url=base,
         headers={"Authorization": f"Bearer {TOKEN}"},
-        excluded_checks=[unsupported_method, positive_data_acceptance],
+        excluded_checks=[positive_data_acceptance],
         additional_checks=[accepts_valid_data],
     )
