@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 from anyio import to_thread
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -27,7 +28,7 @@ from alertd.event import FailureEvent
 from alertd.tracker import Recorded
 from tests.reliability.helpers import raw_request, read_all
 from tests.support.daemon import RunningDaemon, running_daemon
-from tests.support.process import alertd_serve
+from tests.support.process import COMMAND, alertd_serve, child_env
 from tests.support.sentry_server import PUBLIC_KEY, LoopbackSentry, loopback_sentry
 
 pytestmark = pytest.mark.anyio
@@ -195,3 +196,21 @@ async def test_the_dsn_key_is_in_no_log_line_of_a_serving_daemon(sentry: Loopbac
     assert child.raw
     assert all(PUBLIC_KEY not in line for line in child.raw)
     assert PUBLIC_KEY not in stderr
+
+
+async def test_check_config_redacts_every_part_of_the_dsn_even_when_it_is_invalid() -> None:
+    secret_key, secret_password = "f00dfeedcafe1234", "hunter2-password"
+    for dsn, code in (
+        (f"https://{secret_key}:{secret_password}@sentry.example/7", 0),
+        (f"https://{secret_key}:{secret_password}@sentry.example/not-a-project", 2),
+    ):
+        result = await anyio.run_process(
+            [*COMMAND, "check-config"],
+            env=child_env({"SENTRY_DSN": dsn, "ALERTD_INGEST_TOKEN": "tok-abcdef"}),
+            check=False,
+        )
+        output = result.stdout.decode() + result.stderr.decode()
+        assert result.returncode == code, output
+        assert "SENTRY_DSN" in output
+        for secret in (secret_key, secret_password, "tok-abcdef"):
+            assert secret not in output
