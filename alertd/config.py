@@ -106,6 +106,11 @@ class Dsn:
         return f"{parts.scheme}://***@{netloc}{parts.path}"
 
 
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Every setting of the daemon, validated."""
@@ -133,10 +138,14 @@ class Config:
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Config:
-        """Build the config from `environ`; raises ConfigError naming the first bad variable."""
+    def from_environ(cls, environ: Mapping[str, str], read_text: Callable[[str], str] = _read_text) -> Config:
+        """Build the config from `environ`; raises ConfigError naming the first bad variable.
+
+        Each secret may instead be given as a file path in NAME_FILE (a mounted Kubernetes Secret);
+        `read_text` reads it.
+        """
         warnings: list[str] = []
-        env = _Reader(environ)
+        env = _Reader(_with_secret_files(environ, read_text))
         d = cls()
         sample_rate = env.get("SENTRY_SAMPLE_RATE", 1.0, _finite_float, "a number between 0 and 1")
         if not 0.0 <= sample_rate <= 1.0:
@@ -226,6 +235,30 @@ class Config:
         }
 
 
+SECRET_VARIABLES = ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN")
+
+
+def _with_secret_files(environ: Mapping[str, str], read_text: Callable[[str], str]) -> Mapping[str, str]:
+    """`environ` with each NAME_FILE replaced by the content of the file it names."""
+    resolved: dict[str, str] | None = None
+    for name in SECRET_VARIABLES:
+        file_variable = f"{name}_FILE"
+        path = environ.get(file_variable, "").strip()
+        if not path:
+            continue
+        if environ.get(name, "").strip():
+            raise ConfigError(file_variable, path, f"to be unset while {name} is set (give one of the two)")
+        try:
+            content = read_text(path).strip()
+        except OSError as exc:
+            raise ConfigError(file_variable, path, f"a readable file ({exc.strerror or exc})") from None
+        if not content:
+            raise ConfigError(file_variable, path, f"a file holding {name}, not an empty one")
+        resolved = dict(environ) if resolved is None else resolved
+        resolved[name] = content
+    return environ if resolved is None else resolved
+
+
 class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -237,7 +270,7 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError:
-            value = "<redacted>" if name in ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN") else raw
+            value = "<redacted>" if name in SECRET_VARIABLES else raw
             raise ConfigError(name, value, accepted) from None
 
 

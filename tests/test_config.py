@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from alertd.config import Address, Config
@@ -107,3 +109,39 @@ def test_redacted_view_hides_every_secret() -> None:
     for secret in ("tok3n", "s4lt", "abcdef0123456789"):
         assert secret not in text
     assert config.redacted()["SENTRY_DSN"] == "https://***@o1.ingest.sentry.io/123"
+
+
+def test_secrets_can_come_from_files(tmp_path: Path) -> None:
+    (tmp_path / "salt").write_text("file-salt\n")
+    (tmp_path / "token").write_text("file-token")
+    (tmp_path / "dsn").write_text(DSN + "\n")
+    config = Config.from_environ(
+        {
+            "ALERTD_API_KEY_SALT_FILE": str(tmp_path / "salt"),
+            "ALERTD_INGEST_TOKEN_FILE": str(tmp_path / "token"),
+            "SENTRY_DSN_FILE": str(tmp_path / "dsn"),
+        }
+    )
+    assert (config.api_key_salt, config.ingest_token) == ("file-salt", "file-token")
+    assert config.sentry_dsn is not None
+    assert config.sentry_dsn.url == DSN
+
+
+def test_secret_file_errors_name_the_file_variable(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match=r"^SENTRY_DSN_FILE=.*a readable file \(No such file"):
+        Config.from_environ({"SENTRY_DSN_FILE": missing})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=r"^ALERTD_API_KEY_SALT_FILE=.*not an empty one"):
+        Config.from_environ({"ALERTD_API_KEY_SALT_FILE": str(tmp_path / "empty")})
+    (tmp_path / "token").write_text("t")
+    with pytest.raises(ConfigError, match=r"^ALERTD_INGEST_TOKEN_FILE=.*give one of the two"):
+        Config.from_environ({"ALERTD_INGEST_TOKEN_FILE": str(tmp_path / "token"), "ALERTD_INGEST_TOKEN": "t"})
+
+
+def test_bad_secret_from_a_file_is_redacted(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("has space secret")
+    with pytest.raises(ConfigError) as info:
+        Config.from_environ({"ALERTD_INGEST_TOKEN_FILE": str(tmp_path / "token")})
+    assert "secret" not in str(info.value)
+    assert str(info.value).startswith("ALERTD_INGEST_TOKEN=")
