@@ -64,6 +64,8 @@ class Alert:
     test: bool = False
     # This provider's earlier alerts that could not be delivered and that no delivered alert has reported.
     undelivered_since_last: int = 0
+    # Decided by this process alone while the shared (Redis) tracker was unreachable.
+    fallback: bool = False
 
     @property
     def message(self) -> str:
@@ -87,6 +89,8 @@ class Alert:
         }
         if self.test:
             raw["alertd_test"] = "true"
+        if self.fallback:
+            raw["alertd_mode"] = "fallback"
         tags = {}
         for key, value in raw.items():
             cleaned = clean_tag_value(value)
@@ -151,4 +155,5 @@ def build_alert(
         trigger=trigger.event,
         recent=tuple((at + epoch_offset, event) for at, event in trigger.recent),
         test=test,
+        fallback=trigger.fallback,
     )

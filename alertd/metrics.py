@@ -72,3 +72,20 @@ class Metrics:
             for counter in (self.failures, self.alerts, self.throttled):
                 with contextlib.suppress(KeyError):
                     counter.remove(provider)
+
+
+BACKEND_ERROR_REASONS = ("timeout", "connection", "auth", "response", "other")
+
+
+class BackendMetrics:
+    """Cluster mode's own metrics (ALERTD_REDIS_URL set): is Redis answering, and why it did not."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge(
+            "alertd_backend_up", "1 while Redis answers, 0 while alerts are decided locally.", registry=registry
+        )
+        self.errors = Counter(
+            "alertd_backend_errors", "Failed or timed-out Redis calls, by reason.", ["reason"], registry=registry
+        )
+        for reason in BACKEND_ERROR_REASONS:
+            self.errors.labels(reason)

@@ -32,6 +32,8 @@ class Trigger:
     throttled_since_last: int
     recent: tuple[tuple[float, FailureEvent], ...]
     rule: Rule
+    # Decided by this process alone because the shared (Redis) tracker did not answer.
+    fallback: bool = False
 
 
 @dataclass(slots=True)
@@ -106,8 +108,11 @@ class MemoryTracker:
         # Ordered from least to most recently seen, so eviction and idleness start at the front.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def record_now(self, events: Sequence[FailureEvent]) -> Recorded:
-        """Synchronous `record`."""
+    def record_now(self, events: Sequence[FailureEvent], *, decide: bool = True, fallback: bool = False) -> Recorded:
+        """Synchronous `record`; with `decide` false, failures are only recorded (another tracker decides).
+
+        `fallback` marks the triggers as decided here because the shared tracker did not answer.
+        """
         now = self.clock()
         result = Recorded()
         by_provider: dict[str, list[FailureEvent]] = {}
@@ -120,6 +125,12 @@ class MemoryTracker:
             else:
                 self._entries.move_to_end(provider)
             window = entry.window
+            if not decide:
+                for event in batch:
+                    window.observe(now)
+                    entry.samples.append((now, event))
+                result.failures[provider] += len(batch)
+                continue
             for event in batch:
                 verdict = window.record(now)
                 entry.samples.append((now, event))
@@ -136,6 +147,7 @@ class MemoryTracker:
                             throttled_since_last=window.mark_alert_sent(),
                             recent=tuple(entry.samples),
                             rule=self.rule,
+                            fallback=fallback,
                         )
                     )
             result.failures[provider] += len(batch)
@@ -161,6 +173,15 @@ class MemoryTracker:
             if scanned >= EVICTION_SCAN:
                 break
         return next(iter(self._entries))
+
+    def samples(self, provider: str) -> tuple[tuple[float, FailureEvent], ...]:
+        """The provider's most recent failures seen by this process (at most RECENT_SAMPLES)."""
+        entry = self._entries.get(provider)
+        return () if entry is None else tuple(entry.samples)
+
+    def providers(self) -> list[str]:
+        """The tracked providers, sorted."""
+        return sorted(self._entries)
 
     def stats_now(self, provider: str) -> ProviderStats | None:
         """Synchronous `stats`."""

@@ -72,23 +72,37 @@ class ProviderWindow:
         self.throttled_since_alert = 0
         self.last_alert: float | None = None
 
+    @classmethod
+    def restore(
+        cls,
+        rule: Rule,
+        recent: list[float],
+        buckets: list[list[float]],
+        *,
+        last_alert: float | None,
+        totals: tuple[int, int, int] = (0, 0, 0),
+    ) -> ProviderWindow:
+        """A window rebuilt from stored state (cluster mode): the same methods then read it."""
+        window = cls(rule)
+        window.recent.extend(recent)
+        window._buckets.extend(buckets)
+        window.last_alert = last_alert
+        window.failures_total, window.alerts_total, window.throttled_total = totals
+        return window
+
+    def observe(self, now: float) -> None:
+        """Record one failure at `now` without applying the rule (another place decides)."""
+        self.recent.append(now)
+        self.failures_total += 1
+        self._count(now)
+
     def record(self, now: float) -> Verdict:
         """Record one failure at `now` and say whether it alerts, is throttled, or neither."""
         rule = self.rule
         recent = self.recent
         recent.append(now)
         self.failures_total += 1
-        index = math.floor(now / self._width)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] == index:
-            bucket = buckets[-1]
-            bucket[1] += 1
-            bucket[3] = now
-        else:
-            buckets.append([index, 1, now, now])
-            oldest = math.floor((now - rule.window) / self._width)
-            while buckets[0][0] < oldest:
-                buckets.popleft()
+        self._count(now)
         if len(recent) < rule.threshold or now - recent[0] > rule.window:
             return Verdict.RECORDED
         if self.last_alert is not None and now - self.last_alert < rule.cooldown:
@@ -98,6 +112,19 @@ class ProviderWindow:
         self.last_alert = now
         self.alerts_total += 1
         return Verdict.ALERT
+
+    def _count(self, now: float) -> None:
+        index = math.floor(now / self._width)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == index:
+            bucket = buckets[-1]
+            bucket[1] += 1
+            bucket[3] = now
+        else:
+            buckets.append([index, 1, now, now])
+            oldest = math.floor((now - self.rule.window) / self._width)
+            while buckets[0][0] < oldest:
+                buckets.popleft()
 
     def mark_alert_sent(self) -> int:
         """Reset the throttled-hits counter after an alert; returns the hits it had counted."""

@@ -1,0 +1,376 @@
+"""Cluster mode: one window and one cooldown per provider, shared in Redis by every alertd process.
+
+`RedisTracker` sends, per ingest batch, one pipeline holding one EVALSHA of `window.lua` per provider: the
+script applies the rule of `window.py` atomically, on Redis's clock. `FailoverTracker` puts it in front of
+the in-process `MemoryTracker`: when Redis errs or is slower than ALERTD_REDIS_TIMEOUT_SECONDS, the events
+are decided locally (fail open), and a background task reconnects with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, RedisCluster
+from structlog.typing import FilteringBoundLogger
+
+from alertd.event import FailureEvent
+from alertd.metrics import BackendMetrics
+from alertd.tracker import RECENT_SAMPLES, MemoryTracker, ProviderStats, Recorded, Trigger
+from alertd.window import ProviderWindow, Rule
+
+SCRIPT = importlib.resources.files("alertd").joinpath("window.lua").read_text(encoding="utf-8")
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+# The reconnect backoff: first retry after this, doubling up to RECONNECT_MAX.
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 5.0
+
+RedisClient = Redis | RedisCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the script decided for one provider's failures in one call; times are Redis epoch seconds."""
+
+    now: float
+    throttled: int
+    # (0-based index of the alerting failure in the batch, count in window, first failure, throttled since)
+    alerts: tuple[tuple[int, int, float, int], ...]
+
+    @classmethod
+    def parse(cls, reply: Sequence[Any]) -> Decision:
+        """Read the script's flat reply."""
+        groups = reply[2:]
+        alerts = tuple(
+            (int(groups[i]) - 1, int(groups[i + 1]), float(groups[i + 2]), int(groups[i + 3]))
+            for i in range(0, len(groups), 4)
+        )
+        return cls(float(reply[0]), int(reply[1]), alerts)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisTracker:
+    """The shared window: decisions by the script in Redis; this process's own figures in `local`."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        rule: Rule,
+        local: MemoryTracker,
+        *,
+        prefix: str = "alertd:",
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.rule = rule
+        self.local = local
+        self.prefix = prefix
+        self.clock = clock
+        self.wall_clock = wall_clock
+
+    def keys(self, provider: str) -> list[str]:
+        """The provider's keys: recent stamps, buckets, state; one hash tag, so one slot."""
+        tag = "{" + self.prefix + provider + "}"
+        return [f"{tag}:r", f"{tag}:b", f"{tag}:s"]
+
+    async def load(self) -> None:
+        """Load the script (on every primary of a cluster)."""
+        sha = await self.client.script_load(SCRIPT)
+        if isinstance(sha, dict):  # RedisCluster answers per node
+            sha = next(iter(sha.values()), SCRIPT_SHA)
+        if _text(sha) != SCRIPT_SHA:
+            raise RuntimeError("Redis hashed window.lua differently")
+
+    async def decide(self, counts: Mapping[str, int], now: float | None = None) -> dict[str, Decision]:
+        """Run the script for each provider's `count` failures, in one pipeline (one round trip).
+
+        `now` (epoch seconds) replaces Redis TIME; only tests pass it.
+        """
+        rule = self.rule
+        providers = list(counts)
+        stamp = "" if now is None else repr(now)
+        args: list[str | int] = [rule.threshold, repr(rule.window), repr(rule.cooldown)]
+        replies: list[Any] = [None] * len(providers)
+        todo = list(range(len(providers)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                pipe.evalsha(SCRIPT_SHA, 3, *self.keys(providers[i]), *args, counts[providers[i]], stamp)
+            results = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, result in zip(todo, results, strict=True):
+                if isinstance(result, redis_errors.NoScriptError) and attempt == 0:
+                    missing.append(i)  # not run: retry only these once the script is loaded
+                elif isinstance(result, Exception):
+                    raise result
+                else:
+                    replies[i] = result
+            if not missing:
+                break
+            await self.load()
+            todo = missing
+        return {provider: Decision.parse(reply) for provider, reply in zip(providers, replies, strict=True)}
+
+    def apply(self, events: Sequence[FailureEvent], decisions: Mapping[str, Decision]) -> Recorded:
+        """Record `events` in this process's figures and turn the script's decisions into triggers."""
+        local = self.local
+        batches: dict[str, list[FailureEvent]] = {}
+        for event in events:
+            batches.setdefault(event.provider, []).append(event)
+        before = {provider: local.samples(provider) for provider in batches}
+        result = local.record_now(events, decide=False)
+        offset = self.wall_clock() - self.clock()  # Redis epoch stamps to this process's monotonic seconds
+        local_now = self.clock()
+        for provider, decision in decisions.items():
+            if decision.throttled:
+                result.throttled[provider] += decision.throttled
+            batch = batches[provider]
+            for index, count, first_at, throttled_since in decision.alerts:
+                seen = [*before[provider], *((local_now, e) for e in batch[: index + 1])]
+                result.triggers.append(
+                    Trigger(
+                        provider=provider,
+                        event=batch[index],
+                        at=decision.now - offset,
+                        count=count,
+                        first_at=first_at - offset,
+                        throttled_since_last=throttled_since,
+                        recent=tuple(seen[-RECENT_SAMPLES:]),
+                        rule=self.rule,
+                    )
+                )
+        return result
+
+    async def record(self, events: Sequence[FailureEvent]) -> Recorded:
+        """Weigh every event in its provider's shared window, in order, at Redis's current time."""
+        counts: dict[str, int] = {}
+        for event in events:
+            counts[event.provider] = counts.get(event.provider, 0) + 1
+        return self.apply(events, await self.decide(counts))
+
+    async def stats_many(self, providers: Sequence[str]) -> list[ProviderStats]:
+        """The shared figures of `providers` (those with state in Redis), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for provider in providers:
+            recent_key, buckets_key, state_key = self.keys(provider)
+            pipe.lrange(recent_key, 0, -1)
+            pipe.lrange(buckets_key, 0, -1)
+            pipe.hgetall(state_key)
+        pipe.time()
+        replies = await pipe.execute()
+        seconds, micros = replies[-1]
+        now = int(seconds) + int(micros) / 1_000_000
+        offset = self.wall_clock() - self.clock()
+        found = []
+        for i, provider in enumerate(providers):
+            recent, buckets, state = replies[3 * i : 3 * i + 3]
+            if not recent:
+                continue
+            fields = {_text(k): _text(v) for k, v in state.items()}
+            last_alert = float(fields["la"]) if "la" in fields else None
+            window = ProviderWindow.restore(
+                self.rule,
+                [float(t) for t in recent],
+                [[float(x) for x in _text(b).split("|")] for b in buckets],
+                last_alert=last_alert,
+                totals=(int(fields.get("ft", 0)), int(fields.get("at", 0)), int(fields.get("tt", 0))),
+            )
+            found.append(
+                ProviderStats(
+                    provider=provider,
+                    state=window.state(now),
+                    failures_in_window=window.count_in_window(now),
+                    failures_total=window.failures_total,
+                    alerts_total=window.alerts_total,
+                    throttled_total=window.throttled_total,
+                    last_failure=None if window.last_failure is None else window.last_failure - offset,
+                    last_alert=None if last_alert is None else last_alert - offset,
+                )
+            )
+        return found
+
+    async def stats(self, provider: str) -> ProviderStats | None:
+        """One provider's shared figures, or None if Redis holds nothing for it."""
+        found = await self.stats_many([provider])
+        return found[0] if found else None
+
+    async def all_stats(self) -> list[ProviderStats]:
+        """The shared figures of every provider this process tracks, sorted by provider."""
+        return await self.stats_many(self.local.providers())
+
+    async def cleanup(self) -> list[str]:
+        """Forget this process's idle providers (Redis keys expire by themselves)."""
+        return self.local.cleanup_now()
+
+    def tracked(self) -> int:
+        """How many providers this process tracks."""
+        return self.local.tracked()
+
+
+def error_reason(exc: BaseException) -> str:
+    """The `reason` label of alertd_backend_errors_total for an error talking to Redis."""
+    if isinstance(exc, TimeoutError | redis_errors.TimeoutError):
+        return "timeout"
+    if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+        return "auth"
+    if isinstance(exc, redis_errors.NoPermissionError):
+        return "auth"
+    if isinstance(exc, redis_errors.ConnectionError | OSError):
+        return "connection"
+    if isinstance(exc, redis_errors.ResponseError):
+        return "response"
+    return "other"
+
+
+BACKEND_ERRORS = (redis_errors.RedisError, OSError, TimeoutError, RuntimeError)
+
+
+class FailoverTracker:
+    """Redis while it answers within `timeout`; this process's MemoryTracker otherwise (fail open)."""
+
+    def __init__(
+        self,
+        shared: RedisTracker,
+        metrics: BackendMetrics,
+        log: FilteringBoundLogger,
+        *,
+        timeout: float,
+        details: Mapping[str, Any],
+    ) -> None:
+        self.shared = shared
+        self.local = shared.local
+        self.max_providers = shared.local.max_providers
+        self.metrics = metrics
+        self.log = log
+        self.timeout = timeout
+        self.details = dict(details)
+        self.up = False
+        self.last_error: str | None = None
+        self._down = anyio.Event()
+        self._down.set()  # until the first probe answers
+        self._outage_logged = False
+        metrics.up.set(0)
+
+    @property
+    def mode(self) -> str:
+        """`redis` while Redis answers, `redis-fallback` while this process decides alone."""
+        return "redis" if self.up else "redis-fallback"
+
+    def status(self) -> dict[str, Any]:
+        """The mode and the backend's details for GET /v1/status."""
+        return {
+            "mode": self.mode,
+            "backend": {**self.details, "up": self.up, "last_error": self.last_error},
+        }
+
+    def _failed(self, exc: BaseException) -> None:
+        reason = error_reason(exc)
+        self.metrics.errors.labels(reason).inc()
+        self.last_error = reason
+        if self.up or not self._outage_logged:
+            self.log.warning(
+                "backend_down",
+                reason=reason,
+                error=type(exc).__name__,
+                detail="Redis did not answer: deciding alerts in this process until it is back",
+            )
+            self._outage_logged = True
+        if self.up:
+            self.up = False
+            self.metrics.up.set(0)
+            self._down.set()
+
+    def _recovered(self) -> None:
+        self.up = True
+        self.metrics.up.set(1)
+        self._down = anyio.Event()
+        if self._outage_logged:
+            self.log.info("backend_up", detail="Redis answers again: cluster mode")
+            self._outage_logged = False
+
+    async def record(self, events: Sequence[FailureEvent]) -> Recorded:
+        """Decide in Redis within the timeout; on any failure, decide these events locally."""
+        if self.up:
+            counts: dict[str, int] = {}
+            for event in events:
+                counts[event.provider] = counts.get(event.provider, 0) + 1
+            try:
+                with anyio.fail_after(self.timeout):
+                    decisions = await self.shared.decide(counts)
+            except BACKEND_ERRORS as exc:
+                self._failed(exc)
+            else:
+                return self.shared.apply(events, decisions)
+        return self.local.record_now(events, fallback=True)
+
+    async def stats(self, provider: str) -> ProviderStats | None:
+        """Shared figures while Redis answers, else this process's."""
+        if self.up:
+            try:
+                with anyio.fail_after(self.timeout):
+                    return await self.shared.stats(provider)
+            except BACKEND_ERRORS as exc:
+                self._failed(exc)
+        return self.local.stats_now(provider)
+
+    async def all_stats(self) -> list[ProviderStats]:
+        """Shared figures of the providers this process tracks while Redis answers, else this process's."""
+        if self.up:
+            try:
+                with anyio.fail_after(self.timeout):
+                    return await self.shared.all_stats()
+            except BACKEND_ERRORS as exc:
+                self._failed(exc)
+        return self.local.all_stats_now()
+
+    async def cleanup(self) -> list[str]:
+        """Forget this process's idle providers."""
+        return self.local.cleanup_now()
+
+    def tracked(self) -> int:
+        """How many providers this process tracks."""
+        return self.local.tracked()
+
+    async def _probe(self) -> bool:
+        try:
+            with anyio.fail_after(self.timeout):
+                await self.shared.load()
+        except BACKEND_ERRORS as exc:
+            self._failed(exc)
+            return False
+        self._recovered()
+        return True
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect (once, bounded by the timeout), report started, then reconnect after each outage.
+
+        Ready either way: alertd starts and serves while Redis is down. Closes the client when cancelled.
+        """
+        try:
+            await self._probe()
+            task_status.started()
+            while True:
+                await self._down.wait()
+                delay = RECONNECT_FIRST
+                while not await self._probe_after(delay):
+                    delay = min(delay * 2, RECONNECT_MAX)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                await self.shared.client.aclose()
+
+    async def _probe_after(self, delay: float) -> bool:
+        if self.up:
+            return True
+        await anyio.sleep(delay)
+        return await self._probe()

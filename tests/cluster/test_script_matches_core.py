@@ -1,0 +1,90 @@
+"""The Lua script against the pure core: the same traces must give the same decisions and figures."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from alertd.event import FailureEvent
+from alertd.redis_tracker import RedisTracker
+from alertd.tracker import MemoryTracker
+from alertd.window import Rule
+from tests.support.daemon import FakeClock
+
+BASE = 1_764_240_000.0  # an epoch time of the same size as Redis TIME gives
+names = itertools.count()
+
+rules = st.builds(
+    Rule,
+    threshold=st.integers(1, 8),
+    window=st.sampled_from([1.0, 2.5, 10.0, 300.0, 7.3]),
+    cooldown=st.sampled_from([0.0, 0.5, 1.0, 10.0, 60.0]),
+)
+steps = st.lists(
+    st.tuples(
+        st.one_of(st.just(0.0), st.sampled_from([0.25, 0.5, 1.0, 2.5, 10.0]), st.floats(0, 20, allow_nan=False)),
+        st.integers(1, 6),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def batch(provider: str, n: int) -> list[FailureEvent]:
+    return [FailureEvent(provider=provider, request_id=str(i)) for i in range(n)]
+
+
+@pytest.mark.anyio
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rule=rules, trace=steps)
+async def test_script_decides_exactly_as_the_pure_tracker(
+    redis_client: Redis, rule: Rule, trace: list[tuple[float, int]]
+) -> None:
+    provider = f"p{next(names)}"
+    clock = FakeClock(BASE)
+    pure = MemoryTracker(rule, max_providers=10, clock=clock)
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10), prefix="prop:")
+    for gap, n in trace:
+        clock.advance(gap)
+        expected = pure.record_now(batch(provider, n))
+        decision = (await shared.decide({provider: n}, now=clock.now))[provider]
+        assert decision.now == clock.now
+        assert decision.throttled == expected.throttled[provider]
+        assert [(index, count, first, since) for index, count, first, since in decision.alerts] == [
+            (int(t.event.request_id or 0), t.count, t.first_at, t.throttled_since_last) for t in expected.triggers
+        ]
+    stats = await shared.stats_many([provider])
+    assert stats, "the provider's state is in Redis"
+    ours = pure.stats_now(provider)
+    assert ours is not None
+    assert (stats[0].failures_total, stats[0].alerts_total, stats[0].throttled_total) == (
+        ours.failures_total,
+        ours.alerts_total,
+        ours.throttled_total,
+    )
+
+
+@pytest.mark.anyio
+async def test_script_uses_redis_time_and_counts_beyond_the_trimmed_list(redis_client: Redis) -> None:
+    rule = Rule(threshold=3, window=300, cooldown=60)
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10))
+    first = await shared.record(batch("openai", 2))
+    assert not first.triggers
+    second = await shared.record(batch("openai", 5))
+    assert [t.count for t in second.triggers] == [3]
+    assert second.throttled == {"openai": 4}
+    seconds, _ = await redis_client.time()
+    last = await redis_client.lindex("{alertd:openai}:r", -1)
+    assert last is not None
+    stamp = float(last)
+    assert abs(stamp - seconds) < 5, "stamps are Redis TIME"
+    assert await redis_client.llen("{alertd:openai}:r") == 3
+    stats = await shared.stats("openai")
+    assert stats is not None
+    assert stats.failures_in_window == 7, "the real count, not the trimmed list's length"
+    assert (stats.failures_total, stats.alerts_total, stats.throttled_total) == (7, 1, 4)
+    assert stats.state.value == "alerting"
