@@ -262,6 +262,9 @@ class Run:
         for name in self.variants:
             if name != BASE:
                 result["servers"][name]["ratio_to_base"] = paired_ratio(runs[name], runs[BASE], "rps")
+                result["servers"][name]["cpu_ratio_to_base"] = paired_ratio(
+                    runs[name], runs[BASE], "cpu_us_per_request"
+                )
         self.results["ingest"] = result
 
     # -- batch ---------------------------------------------------------------------------------------
@@ -315,6 +318,11 @@ class Run:
                 summary[f"ratio_to_{decoder}_limit"] = median(
                     [r["events_per_s"] / lim[decoder] for r, lim in zip(key_runs, limits[fmt], strict=True)]
                 )
+            summary["cpu_ns_per_event"] = summary["cpu_us_per_request"] * 1000 / bodies.BATCH_EVENTS
+            base = f"{BASE}/{fmt}"
+            if key != base:
+                summary["ratio_to_base"] = paired_ratio(key_runs, runs[base], "rps")
+                summary["cpu_ratio_to_base"] = paired_ratio(key_runs, runs[base], "cpu_us_per_request")
             result["servers"][key] = summary
         self.results["batch"] = result
 
@@ -607,23 +615,30 @@ def verdicts(results: dict[str, Any], *, smoke: bool) -> list[dict[str, Any]]:
     for label, stage, get, target, ok in TARGETS:
         if stage not in results:
             continue
-        value = get(results)
+        try:
+            value = get(results)
+        except KeyError:  # a partial run (--stages, --no-isolation)
+            continue
         rows.append({"target": label, "value": value, "wanted": target, "met": None if smoke else ok(value)})
     return rows
 
 
 def table(results: dict[str, Any], rows: list[dict[str, Any]], *, smoke: bool) -> str:
+    nan = float("nan")
     lines = []
     if "ingest" in results:
-        lines.append("single-event ingest (wrk -t1 -c32, medians over rounds):")
+        lines.append("single-event ingest (wrk -t1 -c32, medians over rounds; ratios paired per round):")
         lines.append(
-            f"  {'server':<22}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'ratio':>8}{'errors':>8}"
+            f"  {'server':<34}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/req':>11}{'/ref':>7}{'/base':>7}"
+            f"{'CPU/base':>9}{'errors':>7}"
         )
         for name, srv in results["ingest"]["servers"].items():
-            ratio = srv.get("ratio_to_reference", 1.0 if name.startswith("reference") else float("nan"))
+            ratio = srv.get("ratio_to_reference", 1.0 if name.startswith("reference") else nan)
+            base = srv.get("ratio_to_base", srv.get("ratio_to_normal", nan))
             lines.append(
-                f"  {name:<22}{srv['rps']:>10.0f}{srv['p50_ms']:>9.2f}{srv['p99_ms']:>9.2f}"
-                f"{srv['cpu_us_per_request']:>12.1f}{ratio:>8.3f}{srv['errors']:>8}"
+                f"  {name:<34}{srv['rps']:>8.0f}{srv['p50_ms']:>8.2f}{srv['p99_ms']:>8.2f}"
+                f"{srv['cpu_us_per_request']:>11.1f}{ratio:>7.3f}{base:>7.3f}{srv.get('cpu_ratio_to_base', nan):>9.3f}"
+                f"{srv['errors']:>7}"
             )
     if "batch" in results:
         limit = results["batch"]["decode_limit_events_per_s"]
@@ -631,10 +646,15 @@ def table(results: dict[str, Any], rows: list[dict[str, Any]], *, smoke: bool) -
         for fmt, decoders in limit.items():
             figures = ", ".join(f"{dec} {v:,.0f} ev/s" for dec, v in decoders.items())
             lines.append(f"  decode-only limit, {fmt} body: {figures}")
+        lines.append(
+            f"  {'server/format':<40}{'events/s':>10}{'/json lim':>10}{'p99 ms':>8}{'CPU ns/ev':>10}{'/base':>7}"
+            f"{'CPU/base':>9}{'errors':>7}"
+        )
         for name, srv in results["batch"]["servers"].items():
             lines.append(
-                f"  {name:<22}{srv['events_per_s']:>12,.0f} ev/s   / json limit {srv['ratio_to_json_limit']:.3f}"
-                f"   p99 {srv['p99_ms']:.1f} ms   errors {srv['errors']}"
+                f"  {name:<40}{srv['events_per_s']:>10.0f}{srv['ratio_to_json_limit']:>10.3f}{srv['p99_ms']:>8.1f}"
+                f"{srv['cpu_ns_per_event']:>10.0f}{srv.get('ratio_to_base', nan):>7.3f}"
+                f"{srv.get('cpu_ratio_to_base', nan):>9.3f}{srv['errors']:>7}"
             )
     if "micro" in results:
         lines.append("microbenchmarks (ns per unit, median):")
@@ -663,6 +683,8 @@ async def main_async(args: argparse.Namespace, variants: dict[str, Path]) -> int
     if shutil.which("wrk") is None and {"ingest", "batch"} & set(stages):
         raise SystemExit("wrk is not installed (make tools)")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    for old in sorted(RESULTS.glob("alertd-bench-*"), key=lambda p: p.stat().st_mtime)[:-4]:
+        shutil.rmtree(old, ignore_errors=True)  # keep the server logs of the last few runs only
     scratch = Path(tempfile.mkdtemp(prefix="alertd-bench-", dir=RESULTS))
     bench = Run(settings, variants, scratch)
     started = time.time()
