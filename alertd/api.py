@@ -149,7 +149,8 @@ async def get_providers(request: web.Request) -> web.Response:
         return _unauthorized()
     service = request.app[SERVICE]
     stats = await service.tracker.all_stats()
-    return web.json_response({"providers": [service.describe(s) for s in stats]})
+    mode = service.tracker.status()["mode"]
+    return web.json_response({"mode": mode, "providers": [service.describe(s) for s in stats]})
 
 
 async def get_provider(request: web.Request) -> web.Response:
@@ -158,9 +159,17 @@ async def get_provider(request: web.Request) -> web.Response:
         return _unauthorized()
     service = request.app[SERVICE]
     stats = await service.tracker.stats(request.match_info["provider"])
+    mode = service.tracker.status()["mode"]
     if stats is None:
-        return error_response(404, "not_found", "this provider is not tracked (no recent failures)")
-    return web.json_response(service.describe(stats))
+        return error_response(404, "not_found", "this provider is not tracked (no recent failures)", mode=mode)
+    return web.json_response({"mode": mode, **service.describe(stats)})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """GET /v1/status: the mode (`memory`, `redis` or `redis-fallback`) and the backend's details."""
+    if not _authorized(request):
+        return _unauthorized()
+    return web.json_response(request.app[SERVICE].tracker.status())
 
 
 def make_app(service: AlertService, config: Config, anonymizer: Anonymizer) -> web.Application:
@@ -172,6 +181,7 @@ def make_app(service: AlertService, config: Config, anonymizer: Anonymizer) -> w
     app.router.add_post(FAILURES_PATH, post_failures)
     app.router.add_get("/v1/providers", get_providers)
     app.router.add_get("/v1/providers/{provider}", get_provider)
+    app.router.add_get("/v1/status", get_status)
     return app
 
 

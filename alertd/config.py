@@ -106,6 +106,57 @@ class Dsn:
         return f"{parts.scheme}://***@{netloc}{parts.path}"
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """Where cluster mode keeps its state: `redis://`, `rediss://` (TLS) or `unix://`; the password is secret."""
+
+    url: str = field(repr=False)
+
+    @classmethod
+    def from_string(cls, text: str) -> RedisUrl:
+        """Check the URL's shape; raises ValueError."""
+        parts = urlsplit(text)
+        if parts.scheme not in REDIS_SCHEMES or any(c.isspace() for c in text):
+            raise ValueError(text)
+        if parts.scheme == "unix":
+            if not parts.path.startswith("/"):
+                raise ValueError(text)
+        else:
+            _ = parts.port  # raises ValueError when the port is not a number in range
+            db = parts.path.strip("/")
+            if not parts.hostname or (db and not db.isdigit()):
+                raise ValueError(text)
+        return cls(text)
+
+    @property
+    def is_unix(self) -> bool:
+        """True for a Unix socket URL."""
+        return urlsplit(self.url).scheme == "unix"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The password, which must never appear in output."""
+        password = urlsplit(self.url).password
+        return (password,) if password else ()
+
+    def redacted(self) -> str:
+        """The URL with its password replaced by `***`."""
+        return redact_url(self.url)
+
+
+def redact_url(text: str) -> str:
+    """`text` with the password of a URL's user part replaced by `***`, even when the URL is malformed."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest:
+        return text
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
 def _read_text(path: str) -> str:
     with open(path, encoding="utf-8") as file:
         return file.read()
@@ -135,6 +186,10 @@ class Config:
     sentry_environment: str = "production"
     sentry_release: str | None = None
     sentry_sample_rate: float = 1.0
+    redis_url: RedisUrl | None = None
+    redis_prefix: str = "alertd:"
+    redis_timeout_seconds: float = 0.25
+    redis_cluster: bool = False
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -155,6 +210,17 @@ class Config:
         salt = env.get("ALERTD_API_KEY_SALT", None, _non_empty, "a non-empty string")
         if salt is None:
             warnings.append("ALERTD_API_KEY_SALT is unset: API keys are hashed without a salt; set one per deployment")
+        redis_url = env.get(
+            "ALERTD_REDIS_URL",
+            None,
+            RedisUrl.from_string,
+            "a URL redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://… or unix:///path",
+        )
+        redis_cluster = env.get("ALERTD_REDIS_CLUSTER", d.redis_cluster, _boolean, "true or false")
+        if redis_cluster and redis_url is not None and redis_url.is_unix:
+            raise ConfigError(
+                "ALERTD_REDIS_CLUSTER", "true", "false with a unix:// ALERTD_REDIS_URL (a cluster is reached over TCP)"
+            )
         return cls(
             listen=env.get(
                 "ALERTD_LISTEN", d.listen, parse_listen, "HOST:PORT (e.g. 127.0.0.1:9180) or unix:/absolute/path.sock"
@@ -194,6 +260,14 @@ class Config:
             sentry_environment=env.get("SENTRY_ENVIRONMENT", d.sentry_environment, _non_empty, "a non-empty string"),
             sentry_release=env.get("SENTRY_RELEASE", None, _non_empty, "a non-empty string"),
             sentry_sample_rate=sample_rate,
+            redis_url=redis_url,
+            redis_prefix=env.get(
+                "ALERTD_REDIS_PREFIX", d.redis_prefix, _key_prefix, "1-64 visible ASCII characters other than { and }"
+            ),
+            redis_timeout_seconds=env.get(
+                "ALERTD_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, _seconds_up_to(10.0), "a number > 0 and <= 10"
+            ),
+            redis_cluster=redis_cluster,
             warnings=tuple(warnings),
         )
 
@@ -203,6 +277,8 @@ class Config:
         found = [s for s in (self.ingest_token, self.api_key_salt) if s]
         if self.sentry_dsn is not None:
             found.extend(self.sentry_dsn.secrets)
+        if self.redis_url is not None:
+            found.extend(self.redis_url.secrets)
         return tuple(found)
 
     def redacted(self) -> dict[str, Any]:
@@ -232,6 +308,10 @@ class Config:
             "SENTRY_ENVIRONMENT": self.sentry_environment,
             "SENTRY_RELEASE": self.sentry_release,
             "SENTRY_SAMPLE_RATE": self.sentry_sample_rate,
+            "ALERTD_REDIS_URL": None if self.redis_url is None else self.redis_url.redacted(),
+            "ALERTD_REDIS_PREFIX": self.redis_prefix,
+            "ALERTD_REDIS_TIMEOUT_SECONDS": self.redis_timeout_seconds,
+            "ALERTD_REDIS_CLUSTER": self.redis_cluster,
         }
 
 
@@ -270,7 +350,7 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError:
-            value = "<redacted>" if name in SECRET_VARIABLES else raw
+            value = "<redacted>" if name in SECRET_VARIABLES else redact_url(raw) if name == "ALERTD_REDIS_URL" else raw
             raise ConfigError(name, value, accepted) from None
 
 
@@ -324,3 +404,28 @@ def _token(text: str) -> str:
     if not text.isascii() or not text.isprintable() or " " in text:
         raise ValueError(text)
     return text
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _key_prefix(text: str) -> str:
+    if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable() or any(c in text for c in " {}"):
+        raise ValueError(text)
+    return text
+
+
+def _seconds_up_to(limit: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _positive(text)
+        if value > limit:
+            raise ValueError(text)
+        return value
+
+    return parse

@@ -30,10 +30,11 @@ from alertd.api import Health, make_app, make_metrics_app
 from alertd.config import Address, Config, ListenAddress, UnixAddress
 from alertd.errors import ListenError
 from alertd.metrics import Metrics
+from alertd.redis_tracker import FailoverTracker, build_failover_tracker
 from alertd.sentry import SentrySink
 from alertd.service import AlertService
 from alertd.sink import AlertSink, NullSink
-from alertd.tracker import MemoryTracker
+from alertd.tracker import MemoryTracker, Tracker
 from alertd.window import Rule
 
 SinkFactory = Callable[[AlertService], AlertSink]
@@ -58,10 +59,13 @@ def build_service(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> AlertService:
-    """The service with an in-memory tracker and no sink yet."""
+    """The service with its tracker (in memory, or shared in Redis when ALERTD_REDIS_URL is set), no sink yet."""
     rule = Rule(config.threshold, config.window_seconds, config.cooldown_seconds)
-    tracker = MemoryTracker(rule, config.max_providers, clock)
-    metrics = Metrics(registry, tracker.tracked)
+    local = MemoryTracker(rule, config.max_providers, clock)
+    metrics = Metrics(registry, local.tracked)
+    tracker: Tracker = local
+    if config.redis_url is not None:
+        tracker = build_failover_tracker(config, rule, local, registry, log, clock=clock, wall_clock=wall_clock)
     return AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
 
 
@@ -286,6 +290,9 @@ async def serve(
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_cleanup_loop, service, config.cleanup_interval_seconds)
+            if isinstance(service.tracker, FailoverTracker):
+                # Connects once (bounded by ALERTD_REDIS_TIMEOUT_SECONDS), then reconnects after each outage.
+                await tasks.start(service.tracker.run)
             task_status.started(listening)
             await anyio.sleep_forever()
     finally:

@@ -17,10 +17,14 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from structlog.typing import FilteringBoundLogger
 
+from alertd.config import Config
 from alertd.event import FailureEvent
 from alertd.metrics import BackendMetrics
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker, ProviderStats, Recorded, Trigger
@@ -217,6 +221,10 @@ class RedisTracker:
         """How many providers this process tracks."""
         return self.local.tracked()
 
+    def status(self) -> dict[str, Any]:
+        """The mode, without failover (FailoverTracker reports the fallback)."""
+        return {"mode": "redis"}
+
 
 def error_reason(exc: BaseException) -> str:
     """The `reason` label of alertd_backend_errors_total for an error talking to Redis."""
@@ -374,3 +382,42 @@ class FailoverTracker:
             return True
         await anyio.sleep(delay)
         return await self._probe()
+
+
+def make_client(config: Config) -> RedisClient:
+    """The client for ALERTD_REDIS_URL: no retries of its own (a failed call falls back at once)."""
+    if config.redis_url is None:
+        raise ValueError("ALERTD_REDIS_URL is not set")
+    timeout = config.redis_timeout_seconds
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if config.redis_cluster:
+        return RedisCluster.from_url(config.redis_url.url, cluster_error_retry_attempts=0, **options)
+    return Redis.from_url(config.redis_url.url, **options)
+
+
+def build_failover_tracker(
+    config: Config,
+    rule: Rule,
+    local: MemoryTracker,
+    registry: CollectorRegistry,
+    log: FilteringBoundLogger,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> FailoverTracker:
+    """Cluster mode as configured; `run` it in the daemon's task group to connect."""
+    assert config.redis_url is not None  # noqa: S101 - the caller checks
+    shared = RedisTracker(
+        make_client(config), rule, local, prefix=config.redis_prefix, clock=clock, wall_clock=wall_clock
+    )
+    details = {
+        "kind": "redis-cluster" if config.redis_cluster else "redis",
+        "url": config.redis_url.redacted(),
+        "prefix": config.redis_prefix,
+        "timeout_seconds": config.redis_timeout_seconds,
+    }
+    return FailoverTracker(shared, BackendMetrics(registry), log, timeout=config.redis_timeout_seconds, details=details)

@@ -10,7 +10,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from alertd.event import FailureEvent
 from alertd.window import ProviderWindow, Rule, State, Verdict
@@ -82,6 +82,10 @@ class Tracker(Protocol):
 
     def tracked(self) -> int:
         """How many providers this process tracks."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """`{"mode": ...}` (`memory`, `redis` or `redis-fallback`) and the backend's details."""
         ...
 
 
@@ -218,6 +222,10 @@ class MemoryTracker:
     def tracked(self) -> int:
         """How many providers are tracked."""
         return len(self._entries)
+
+    def status(self) -> dict[str, Any]:
+        """The mode: every decision is this process's own."""
+        return {"mode": "memory"}
 
     async def record(self, events: Sequence[FailureEvent]) -> Recorded:
         """Weigh every event in its provider's window, in order, at the current time."""

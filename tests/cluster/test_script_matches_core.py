@@ -88,3 +88,22 @@ async def test_script_uses_redis_time_and_counts_beyond_the_trimmed_list(redis_c
     assert stats.failures_in_window == 7, "the real count, not the trimmed list's length"
     assert (stats.failures_total, stats.alerts_total, stats.throttled_total) == (7, 1, 4)
     assert stats.state.value == "alerting"
+
+
+@pytest.mark.anyio
+async def test_memory_per_provider_is_bounded_whatever_the_failure_rate(redis_client: Redis) -> None:
+    rule = Rule()  # the defaults: 5 failures in 300 s, cooldown 60 s
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10))
+    for i in range(450):  # 450 calls of 100 failures spread over 337 s: every bucket of the window in use
+        await shared.decide({"openai": 100}, now=BASE + i * 0.75)
+    usage = 0
+    for key in shared.keys("openai"):
+        assert key.startswith("{alertd:openai}")
+        ttl = await redis_client.pttl(key)
+        assert 0 < ttl <= 301_000, "every key expires"
+        size = await redis_client.memory_usage(key)
+        assert size is not None
+        usage += size
+    assert await redis_client.llen("{alertd:openai}:r") == 5
+    assert await redis_client.llen("{alertd:openai}:b") <= 61
+    assert usage <= 4096, usage  # measured: 3080 bytes on Redis 7.0 (docs/CLUSTER.md)
