@@ -148,6 +148,45 @@ async def test_a_hung_redis_delays_ingest_by_at_most_the_timeout(redis_srv: Redi
         finally:
             redis_srv.process.send_signal(signal.SIGCONT)
         await wait_for_mode(daemon, "redis")
+        # The cancelled call left no stray reply behind: the next answers belong to the next calls.
+        await post_each(daemon, "after", 5)
+        await post_each(daemon, "after-2", 5)
+        fired = daemon.logged("alert_fired")
+        assert [(a["tags"]["provider"], a["tags"].get("alertd_mode")) for a in fired[1:]] == [
+            ("after", None),
+            ("after-2", None),
+        ]
+        _, listing = await daemon.get_json("/v1/providers")
+        assert {p["provider"]: p["failures_in_window"] for p in listing["providers"]} == {
+            # Redis ran the timed-out call once it woke: 1 failure there, also decided locally (a duplicate
+            # is possible, a miss is not); the four fallback ones it never saw.
+            "slow": 1,
+            "after": 5,
+            "after-2": 5,
+        }
+
+
+ACL = (
+    "resetkeys ~{alertd:* resetchannels -@all +evalsha +script|load +time +llen +lrange +lindex +lset +rpush"
+    " +lpop +ltrim +hget +hset +hincrby +hgetall +pexpire +ping +hello"
+)
+
+
+async def test_the_documented_acl_is_enough(redis_srv: RedisServer) -> None:
+    admin = Redis.from_url(redis_srv.url)
+    try:
+        await admin.execute_command("ACL", "SETUSER", "alertd", "on", ">acl-pw-0192", *ACL.split())
+    finally:
+        await admin.aclose()
+    url = f"redis://alertd:acl-pw-0192@127.0.0.1:{redis_srv.port}/0"
+    async with running_daemon({**ENV, "ALERTD_REDIS_URL": url}) as daemon:
+        await wait_for_mode(daemon, "redis")
+        await post_each(daemon, "openai", 6)
+        _, one = await daemon.get_json("/v1/providers/openai")
+        assert (one["mode"], one["failures_in_window"], one["throttled_total"]) == ("redis", 6, 1)
+        assert [a["tags"].get("alertd_mode") for a in daemon.logged("alert_fired")] == [None]
+        assert 'alertd_backend_errors_total{reason="response"} 0.0' in await daemon.scrape()
+        assert 'alertd_backend_errors_total{reason="auth"} 0.0' in await daemon.scrape()
 
 
 async def test_wrong_password_counts_as_redis_down(tmp_path: Path) -> None:
