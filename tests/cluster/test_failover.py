@@ -10,6 +10,7 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import require_tool
 from tests.support.daemon import RunningDaemon, running_daemon
 from tests.support.redis_server import RedisServer, free_port, redis_server
 
@@ -173,11 +174,10 @@ ACL = (
 
 
 async def test_the_documented_acl_is_enough(redis_srv: RedisServer) -> None:
-    admin = Redis.from_url(redis_srv.url)
-    try:
-        await admin.execute_command("ACL", "SETUSER", "alertd", "on", ">acl-pw-0192", *ACL.split())
-    finally:
-        await admin.aclose()
+    cli = require_tool("redis-cli")
+    command = [cli, "-p", str(redis_srv.port), "ACL", "SETUSER", "alertd", "on", ">acl-pw-0192", *ACL.split()]
+    result = await anyio.run_process(command)
+    assert result.stdout.strip() == b"OK"
     url = f"redis://alertd:acl-pw-0192@127.0.0.1:{redis_srv.port}/0"
     async with running_daemon({**ENV, "ALERTD_REDIS_URL": url}) as daemon:
         await wait_for_mode(daemon, "redis")
