@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -16,11 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from alertd.anonymizer import Anonymizer
 from alertd.config import Config
 from alertd.errors import InvalidEventError
-from alertd.event import CONTENT_TYPES, decode_events
+from alertd.event import CONTENT_TYPES, decode_valid_events, validate_events
 from alertd.service import AlertService
 
 FAILURES_PATH = "/v1/failures"
-# Bodies above this are decoded in a worker thread (a 1 MiB batch takes ~0.1 s to parse).
+# Invalid bodies above this are checked in a worker thread (the Python validator takes ~0.1 s for 1 MiB).
 DECODE_INLINE_BYTES = 64 * 1024
 
 
@@ -98,7 +100,10 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
         return _reject(request, "body_too_large", 413, too_large)
     timeout = request.app[CONFIG].client_timeout_seconds
     try:
-        with anyio.fail_after(timeout):
+        # A body that came whole with the headers (the usual small POST) needs no timer: anyio.fail_after's
+        # cancel scope cost ~10% of the CPU of a single-event request.
+        waiting = contextlib.nullcontext() if request.content.is_eof() else anyio.fail_after(timeout)
+        with waiting:
             return await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _reject(request, "body_too_large", 413, too_large)
@@ -130,12 +135,16 @@ async def post_failures(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     anonymize = request.app[ANONYMIZER].anonymize
+    content_type = request.content_type
     try:
-        if len(body) > DECODE_INLINE_BYTES:
-            # Parsing a large body takes a while: a worker thread keeps the event loop answering meanwhile.
-            events = await anyio.to_thread.run_sync(decode_events, body, request.content_type, anonymize)
-        else:
-            events = decode_events(body, request.content_type, anonymize)
+        # A valid body is decoded and checked in C (a 1 MiB batch in ~12 ms): inline.
+        events = decode_valid_events(body, content_type, anonymize)
+        if events is None:
+            # Anything else goes through the Python validator, which names the error. It takes ~0.1 s for
+            # 1 MiB: a large body is checked in a worker thread, and the GIL's switch interval keeps the
+            # event loop answering meanwhile.
+            slow = partial(validate_events, body, content_type, anonymize)
+            events = await anyio.to_thread.run_sync(slow) if len(body) > DECODE_INLINE_BYTES else slow()
     except InvalidEventError as exc:
         extra = {} if exc.index is None else {"index": exc.index}
         return _reject(request, exc.code, 400, exc.detail, **extra)

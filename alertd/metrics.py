@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
@@ -28,6 +29,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry, tracked: Callable[[], int]) -> None:
         self.registry = registry
+        # Each tracked provider's (failures, alerts, throttled) children: labels() takes a lock and checks
+        # the labels on every call, so the hot path looks them up once per provider, not once per request.
+        self._series: dict[str, tuple[Any, Any, Any]] = {}
         self.failures = Counter(
             "alertd_failures", "Upstream failures accepted, by provider.", ["provider"], registry=registry
         )
@@ -62,13 +66,23 @@ class Metrics:
 
     def add_provider(self, provider: str) -> None:
         """Create the provider's series at zero, so the first increase shows up in rate()."""
-        self.failures.labels(provider)
-        self.alerts.labels(provider)
-        self.throttled.labels(provider)
+        self.series(provider)
+
+    def series(self, provider: str) -> tuple[Any, Any, Any]:
+        """The provider's (failures, alerts, throttled) counters, created at zero on first use."""
+        found = self._series.get(provider)
+        if found is None:
+            found = self._series[provider] = (
+                self.failures.labels(provider),
+                self.alerts.labels(provider),
+                self.throttled.labels(provider),
+            )
+        return found
 
     def forget(self, providers: Iterable[str]) -> None:
         """Remove the series of providers that are no longer tracked."""
         for provider in providers:
+            self._series.pop(provider, None)
             for counter in (self.failures, self.alerts, self.throttled):
                 with contextlib.suppress(KeyError):
                     counter.remove(provider)

@@ -134,10 +134,10 @@ class AlertService:
             metrics.add_provider(provider)
         for provider, count in recorded.failures.items():
             if provider not in gone:
-                metrics.failures.labels(provider).inc(count)
+                metrics.series(provider)[0].inc(count)
         for provider, count in recorded.throttled.items():
             if provider not in gone:
-                metrics.throttled.labels(provider).inc(count)
+                metrics.series(provider)[2].inc(count)
         if not recorded.triggers:
             return []
         offset = self.epoch_offset()
@@ -152,7 +152,7 @@ class AlertService:
             undelivered = self.deliveries.expect(alert.event_id, alert.provider) if reports else 0
             alert = dataclasses.replace(alert, undelivered_since_last=undelivered)
             if tracked:
-                self.metrics.alerts.labels(alert.provider).inc()
+                self.metrics.series(alert.provider)[1].inc()
         self.log.error("alert_fired", **alert.to_log_fields())
         self.sink.send(alert)
         return alert

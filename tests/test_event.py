@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertd.errors import InvalidEventError
-from alertd.event import JSON, NDJSON, FailureEvent, decode_events
+from alertd.event import JSON, NDJSON, FailureEvent, decode_events, decode_valid_events, validate_events
 
 
 def mark(key: str) -> str:
@@ -116,3 +118,39 @@ def test_duplicate_keys_last_wins() -> None:
 def test_homoglyphs_are_distinct_providers() -> None:
     # A Cyrillic o (U+043E) in place of the Latin one is a different provider: documented, not normalized.
     assert decode('{"provider": "\\u043epenai"}')[0].provider != "openai"
+
+
+event_fields = st.fixed_dictionaries(
+    {"provider": st.one_of(st.text(max_size=130), st.integers(), st.none())},
+    optional={
+        "route": st.one_of(st.text(max_size=40), st.integers(), st.none()),
+        "request_id": st.one_of(st.text(max_size=300), st.none()),
+        "api_key": st.one_of(st.text(max_size=60), st.booleans()),
+        "error_type": st.text(max_size=130),
+        "status": st.one_of(st.integers(0, 700), st.floats(allow_nan=False), st.text(max_size=3)),
+        "message": st.one_of(st.text(max_size=1100), st.integers()),
+        "timestamp": st.one_of(st.floats(-10, 2e11, allow_nan=False), st.integers(), st.text(max_size=30)),
+        "extra": st.integers(),
+    },
+)
+
+
+@settings(max_examples=400)
+@given(items=st.lists(event_fields, max_size=4), as_array=st.booleans(), ndjson=st.booleans())
+def test_fast_path_agrees_with_the_python_validator(
+    items: list[dict[str, object]], as_array: bool, ndjson: bool
+) -> None:
+    if ndjson:
+        body, content_type = "\n".join(json.dumps(item) for item in items).encode(), NDJSON
+    else:
+        body, content_type = json.dumps(items if as_array or not items else items[0]).encode(), JSON
+    fast = decode_valid_events(body, content_type, mark)
+    try:
+        slow: list[FailureEvent] | InvalidEventError = validate_events(body, content_type, mark)
+    except InvalidEventError as exc:
+        slow = exc
+    if fast is not None:
+        assert fast == slow
+    elif not isinstance(slow, InvalidEventError):
+        # The fast path may pass a valid body on to the validator, but only for a reason it cannot check.
+        assert any(isinstance(item.get("timestamp"), str) for item in items) or items == []
