@@ -110,7 +110,10 @@ class RedisTracker:
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for i in todo:
-                pipe.evalsha(SCRIPT_SHA, 3, *self.keys(providers[i]), *args, counts[providers[i]], stamp)
+                # execute_command: RedisCluster refuses pipe.evalsha(), yet routes EVALSHA by its keys.
+                pipe.execute_command(
+                    "EVALSHA", SCRIPT_SHA, 3, *self.keys(providers[i]), *args, counts[providers[i]], stamp
+                )
             results = await pipe.execute(raise_on_error=False)
             missing = []
             for i, result in zip(todo, results, strict=True):
@@ -171,8 +174,15 @@ class RedisTracker:
             pipe.lrange(recent_key, 0, -1)
             pipe.lrange(buckets_key, 0, -1)
             pipe.hgetall(state_key)
-        pipe.time()
-        replies = await pipe.execute()
+        if isinstance(self.client, RedisCluster):  # its pipeline refuses keyless commands: ask one node apart
+            replies = await pipe.execute()
+            answer: Any = await self.client.time()
+            if isinstance(answer, dict):  # one answer per node asked
+                answer = next(iter(answer.values()))
+            replies.append(answer)
+        else:
+            pipe.time()
+            replies = await pipe.execute()
         seconds, micros = replies[-1]
         now = int(seconds) + int(micros) / 1_000_000
         offset = self.wall_clock() - self.clock()
@@ -395,7 +405,7 @@ def make_client(config: Config) -> RedisClient:
         "retry": Retry(NoBackoff(), 0),
     }
     if config.redis_cluster:
-        return RedisCluster.from_url(config.redis_url.url, cluster_error_retry_attempts=0, **options)
+        return RedisCluster.from_url(config.redis_url.url, **options)
     return Redis.from_url(config.redis_url.url, **options)
 
 

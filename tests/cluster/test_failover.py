@@ -208,3 +208,19 @@ async def test_nothing_listening_is_a_connection_error_not_a_hang() -> None:
     async with running_daemon({**ENV, "ALERTD_REDIS_URL": url}) as daemon:
         assert time.monotonic() - started < 2
         await wait_for_mode(daemon, "redis-fallback", within=0.1)
+
+
+async def test_a_flushed_script_is_reloaded_without_falling_back(redis_srv: RedisServer) -> None:
+    async with running_daemon({**ENV, "ALERTD_REDIS_URL": redis_srv.url}) as daemon:
+        await wait_for_mode(daemon, "redis")
+        await post_each(daemon, "openai", 5)
+        flush = await anyio.run_process([require_tool("redis-cli"), "-p", str(redis_srv.port), "SCRIPT", "FLUSH"])
+        assert flush.stdout.strip() == b"OK"
+        await post_each(daemon, "bedrock", 5)  # EVALSHA answers NOSCRIPT: load, run again, no fallback
+        assert [(a["tags"]["provider"], a["tags"].get("alertd_mode")) for a in daemon.logged("alert_fired")] == [
+            ("openai", None),
+            ("bedrock", None),
+        ]
+        assert daemon.logged("backend_down") == []
+        _, one = await daemon.get_json("/v1/providers/bedrock")
+        assert one["failures_in_window"] == 5, "the failure that met NOSCRIPT was counted once"

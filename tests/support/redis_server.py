@@ -23,11 +23,13 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process without persistence; `stop` and `start` keep its port."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None, cluster: bool = False) -> None:
         self.binary = require_tool("redis-server")
         self.directory = directory
         self.password = password
+        self.cluster = cluster
         self.port = free_port()
+        self.bus_port = free_port() if cluster else 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,6 +44,9 @@ class RedisServer:
         args += ["--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+            args += ["--cluster-port", str(self.bus_port)]  # PORT + 10000 may be past 65535
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -71,3 +76,39 @@ def redis_server(directory: Path, *, password: str | None = None) -> Iterator[Re
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[RedisServer]]:
+    """A Redis Cluster of `masters` real redis-server processes (no replicas), all slots assigned."""
+    cli = require_tool("redis-cli")
+    nodes = [RedisServer(directory, cluster=True) for _ in range(masters)]
+    try:
+        for node in nodes:
+            node.start()
+        # Slots and MEET by hand: `redis-cli --cluster create` waits whole seconds between its steps.
+        per_node = 16384 // masters
+        for i, node in enumerate(nodes):
+            last = 16383 if i == masters - 1 else (i + 1) * per_node - 1
+            _cli(cli, node, "cluster", "addslotsrange", str(i * per_node), str(last))
+            if i:
+                _cli(cli, nodes[0], "cluster", "meet", "127.0.0.1", str(node.port), str(node.bus_port))
+        deadline = time.monotonic() + 15
+        while True:
+            states = [_cli(cli, node, "cluster", "info") for node in nodes]
+            if all(b"cluster_state:ok" in state for state in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not become ready")
+            time.sleep(0.05)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def _cli(cli: str, node: RedisServer, *args: str) -> bytes:
+    result = subprocess.run([cli, "-p", str(node.port), *args], check=True, capture_output=True, timeout=5)
+    if result.stdout.startswith(b"ERR"):
+        raise RuntimeError(result.stdout.decode())
+    return result.stdout

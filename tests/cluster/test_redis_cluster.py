@@ -1,0 +1,62 @@
+"""ALERTD_REDIS_CLUSTER=true against a real Redis Cluster of three masters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.daemon import running_daemon
+from tests.support.redis_server import RedisServer, redis_cluster
+
+pytestmark = pytest.mark.anyio
+
+PROVIDERS = [f"provider-{i}" for i in range(12)]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    with redis_cluster(tmp_path) as nodes:
+        yield nodes
+
+
+async def keys_on(node: RedisServer) -> set[str]:
+    client = Redis.from_url(node.url, decode_responses=True)
+    try:
+        return {key.decode() if isinstance(key, bytes) else key for key in await client.keys("*")}
+    finally:
+        await client.aclose()
+
+
+async def test_two_alertd_on_a_three_master_cluster_share_every_provider(cluster: list[RedisServer]) -> None:
+    env = {"ALERTD_THRESHOLD": "5", "ALERTD_COOLDOWN_SECONDS": "60", "ALERTD_REDIS_CLUSTER": "true"}
+    first_url, other_url = cluster[0].url, cluster[2].url  # the URL names any one node
+    async with (
+        running_daemon({**env, "ALERTD_REDIS_URL": first_url}) as one,
+        running_daemon({**env, "ALERTD_REDIS_URL": other_url}) as two,
+    ):
+        for daemon in (one, two):
+            _, status = await daemon.get_json("/v1/status")
+            assert (status["mode"], status["backend"]["kind"]) == ("redis", "redis-cluster")
+        for i in range(6):
+            daemon = (one, two)[i % 2]
+            status_code, _ = await daemon.post([{"provider": p, "request_id": f"{p}-{i}"} for p in PROVIDERS])
+            assert status_code == 202
+        fired = one.logged("alert_fired") + two.logged("alert_fired")
+        assert sorted(a["tags"]["provider"] for a in fired) == sorted(PROVIDERS), "one alert per provider"
+        assert all("alertd_mode" not in a["tags"] for a in fired)
+        assert {a["upstream_failure"]["count"] for a in fired} == {5}
+        _, listing = await two.get_json("/v1/providers")
+        assert listing["mode"] == "redis"
+        assert {
+            p["provider"]: (p["failures_in_window"], p["throttled_total"]) for p in listing["providers"]
+        } == dict.fromkeys(PROVIDERS, (6, 1))
+    spread = [await keys_on(node) for node in cluster]
+    assert sum(len(keys) for keys in spread) == 3 * len(PROVIDERS)
+    assert sum(1 for keys in spread if keys) >= 2, "the providers' slots live on several masters"
+    for keys in spread:
+        for key in keys:  # one provider's three keys share a hash tag, hence a node
+            tag = key.rpartition(":")[0]
+            assert {f"{tag}:r", f"{tag}:b", f"{tag}:s"} <= keys
