@@ -6,10 +6,11 @@ Nothing else in alertd reads `os.environ`; the CLI passes it to `Config.from_env
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from alertd.errors import ConfigError
 
@@ -138,17 +139,24 @@ class RedisUrl:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The password, which must never appear in output."""
-        password = urlsplit(self.url).password
-        return (password,) if password else ()
+        """The password (user part or `?password=`), raw and percent-decoded, which must never appear in output."""
+        parts = urlsplit(self.url)
+        found = [parts.password or "", *parse_qs(parts.query).get("password", [])]
+        found += [m.group(1) for m in _QUERY_PASSWORD.finditer(parts.query)]
+        found += [unquote(p) for p in found]
+        return tuple(sorted({p for p in found if p}))
 
     def redacted(self) -> str:
         """The URL with its password replaced by `***`."""
         return redact_url(self.url)
 
 
+_QUERY_PASSWORD = re.compile(r"(?:^|&)password=([^&#]*)", re.IGNORECASE)
+
+
 def redact_url(text: str) -> str:
-    """`text` with the password of a URL's user part replaced by `***`, even when the URL is malformed."""
+    """`text` with the password (user part or `password=` query) replaced by `***`, even when malformed."""
+    text = re.sub(r"([?&]password=)[^&#]*", r"\1***", text, flags=re.IGNORECASE)
     scheme, sep, rest = text.partition("://")
     if not sep or "@" not in rest:
         return text

@@ -98,3 +98,26 @@ async def test_bad_url_exits_2_naming_the_variable_without_the_password() -> Non
         assert code == 2
         assert err.startswith("alertd: ALERTD_REDIS_URL=")
         assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://127.0.0.1:6379/0?password={PASSWORD}",
+        f"unix:///run/redis.sock?db=0&password={PASSWORD}",
+        f"rediss://user:{PASSWORD}@redis.example:6380",
+    ],
+)
+def test_password_in_the_query_or_user_part_is_never_printed(url: str) -> None:
+    config = Config.from_environ({"ALERTD_REDIS_URL": url})
+    assert PASSWORD in config.secrets
+    assert PASSWORD not in json.dumps(config.redacted())
+    assert "***" in config.redacted()["ALERTD_REDIS_URL"]
+
+
+def test_an_encoded_password_is_a_secret_in_both_forms() -> None:
+    config = Config.from_environ({"ALERTD_REDIS_URL": "redis://:p%40ss-word-1@h:6379"})
+    assert {"p%40ss-word-1", "p@ss-word-1"} <= set(config.secrets)
+    with pytest.raises(ConfigError) as caught:
+        Config.from_environ({"ALERTD_REDIS_URL": f"redis://h:bad?password={PASSWORD}"})
+    assert PASSWORD not in str(caught.value)
