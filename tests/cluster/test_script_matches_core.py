@@ -107,3 +107,40 @@ async def test_memory_per_provider_is_bounded_whatever_the_failure_rate(redis_cl
     assert await redis_client.llen("{alertd:openai}:r") == 5
     assert await redis_client.llen("{alertd:openai}:b") <= 61
     assert usage <= 4096, usage  # measured: 3080 bytes on Redis 7.0 (docs/CLUSTER.md)
+
+
+mixed_steps = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.5, 3.0, 61.0, 400.0]),
+        st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=12),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@pytest.mark.anyio
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(trace=mixed_steps)
+async def test_one_pipeline_for_many_providers_decides_each_as_the_pure_tracker(
+    redis_client: Redis, trace: list[tuple[float, list[str]]]
+) -> None:
+    rule = Rule(threshold=3, window=10.0, cooldown=60.0)
+    run = next(names)
+    clock = FakeClock(BASE)
+    pure = MemoryTracker(rule, max_providers=10, clock=clock)
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10, clock=clock), prefix=f"m{run}:")
+    for gap, providers in trace:
+        clock.advance(gap)
+        batch = [FailureEvent(provider=p, request_id=str(i)) for i, p in enumerate(providers)]
+        expected = pure.record_now(batch)
+        counts: dict[str, int] = {}
+        for p in providers:
+            counts[p] = counts.get(p, 0) + 1
+        decisions = await shared.decide(counts, now=clock.now)
+        got = shared.apply(batch, decisions)
+        assert got.throttled == expected.throttled
+        assert [(t.provider, t.event.request_id, t.count, t.throttled_since_last) for t in got.triggers] == sorted(
+            ((t.provider, t.event.request_id, t.count, t.throttled_since_last) for t in expected.triggers),
+            key=lambda t: (list(counts).index(t[0]), int(t[1] or 0)),
+        )
