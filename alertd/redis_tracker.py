@@ -89,7 +89,13 @@ class RedisTracker:
         return [f"{tag}:r", f"{tag}:b", f"{tag}:s"]
 
     async def load(self) -> None:
-        """Load the script (on every primary of a cluster)."""
+        """Load the script (on every primary of a cluster, which must also say its state is ok)."""
+        if isinstance(self.client, RedisCluster):
+            # A restarted node answers SCRIPT LOAD before it serves its slots again (CLUSTERDOWN).
+            infos: Any = await self.client.cluster_info(target_nodes=RedisCluster.PRIMARIES)
+            for info in [infos] if "cluster_state" in infos else infos.values():
+                if info.get("cluster_state") != "ok":
+                    raise redis_errors.ClusterDownError("a node reports cluster_state other than ok")
         sha = await self.client.script_load(SCRIPT)
         if isinstance(sha, dict):  # RedisCluster answers per node
             sha = next(iter(sha.values()), SCRIPT_SHA)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.cluster.test_failover import wait_for_mode
 from tests.support.daemon import running_daemon
 from tests.support.redis_server import RedisServer, redis_cluster
 
@@ -60,3 +61,34 @@ async def test_two_alertd_on_a_three_master_cluster_share_every_provider(cluster
         for key in keys:  # one provider's three keys share a hash tag, hence a node
             tag = key.rpartition(":")[0]
             assert {f"{tag}:r", f"{tag}:b", f"{tag}:s"} <= keys
+
+
+async def test_a_master_down_means_fallback_and_its_return_means_cluster_mode(cluster: list[RedisServer]) -> None:
+    env = {
+        "ALERTD_THRESHOLD": "5",
+        "ALERTD_COOLDOWN_SECONDS": "60",
+        "ALERTD_REDIS_CLUSTER": "true",
+        "ALERTD_REDIS_URL": cluster[0].url,
+    }
+    async with running_daemon(env) as daemon:
+        _, status = await daemon.get_json("/v1/status")
+        assert status["mode"] == "redis"
+        cluster[1].stop()
+        for i in range(5):
+            code, _ = await daemon.post([{"provider": p, "request_id": f"{p}-{i}"} for p in PROVIDERS])
+            assert code == 202
+        fired = daemon.logged("alert_fired")
+        assert sorted(a["tags"]["provider"] for a in fired) == sorted(PROVIDERS), "no alert is missed"
+        assert {a["tags"]["alertd_mode"] for a in fired} == {"fallback"}
+        _, status = await daemon.get_json("/v1/status")
+        assert status["mode"] == "redis-fallback"
+        cluster[1].start()  # same port and nodes file: it rejoins with its slots
+        await wait_for_mode(daemon, "redis", within=10)
+        code, _ = await daemon.post([{"provider": f"new-{p}", "request_id": "x"} for p in PROVIDERS])
+        assert code == 202
+        _, one = await daemon.get_json(f"/v1/providers/new-{PROVIDERS[0]}")
+        assert (one["mode"], one["failures_total"]) == ("redis", 1)
+        assert [line["event"] for line in daemon.log_lines() if line["event"].startswith("backend_")] == [
+            "backend_down",
+            "backend_up",
+        ]
