@@ -32,6 +32,9 @@ from alertd.window import ProviderWindow, Rule
 
 SCRIPT = importlib.resources.files("alertd").joinpath("window.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+# The pseudo-provider the reconnect probe runs the script for (with no failures): no real provider has a
+# space in its name, so its keys cannot collide with one's.
+PROBE_PROVIDER = " probe"
 # The reconnect backoff: first retry after this, doubling up to RECONNECT_MAX.
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 5.0
@@ -101,6 +104,15 @@ class RedisTracker:
             sha = next(iter(sha.values()), SCRIPT_SHA)
         if _text(sha) != SCRIPT_SHA:
             raise RuntimeError("Redis hashed window.lua differently")
+
+    async def probe(self) -> None:
+        """Load the script, then run it for zero failures (the reconnect probe).
+
+        A Redis that refuses a command the script needs (ACL, OOM, a slot not served) fails here, not on the
+        next real call: an outage is not declared over too early, and its log lines do not flap.
+        """
+        await self.load()
+        await self.decide({PROBE_PROVIDER: 0})
 
     async def decide(self, counts: Mapping[str, int], now: float | None = None) -> dict[str, Decision]:
         """Run the script for each provider's `count` failures, in one pipeline (one round trip).
@@ -369,7 +381,7 @@ class FailoverTracker:
     async def _probe(self) -> bool:
         try:
             with anyio.fail_after(self.timeout):
-                await self.shared.load()
+                await self.shared.probe()
         except BACKEND_ERRORS as exc:
             self._failed(exc)
             return False

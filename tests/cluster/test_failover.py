@@ -68,7 +68,14 @@ async def test_redis_mode_reports_status_mode_and_backend_metrics(redis_srv: Red
         scraped = await daemon.scrape()
         assert "alertd_backend_up 1.0" in scraped
         assert 'alertd_backend_errors_total{reason="connection"} 0.0' in scraped
-        assert await redis_srv_keys(redis_srv) == {"{t1:openai}:r", "{t1:openai}:b", "{t1:openai}:s"}
+        # The reconnect probe's pseudo-provider (a space: no real provider's name) writes two small keys.
+        assert await redis_srv_keys(redis_srv) == {
+            "{t1:openai}:r",
+            "{t1:openai}:b",
+            "{t1:openai}:s",
+            "{t1: probe}:b",
+            "{t1: probe}:s",
+        }
 
 
 async def redis_srv_keys(server: RedisServer) -> set[str]:
@@ -224,3 +231,26 @@ async def test_a_flushed_script_is_reloaded_without_falling_back(redis_srv: Redi
         assert daemon.logged("backend_down") == []
         _, one = await daemon.get_json("/v1/providers/bedrock")
         assert one["failures_in_window"] == 5, "the failure that met NOSCRIPT was counted once"
+
+
+async def test_a_redis_that_refuses_a_script_command_is_one_outage_not_a_flapping_one(redis_srv: RedisServer) -> None:
+    command = [require_tool("redis-cli"), "-p", str(redis_srv.port), "ACL", "SETUSER", "alertd", "on", ">pw-2"]
+    result = await anyio.run_process([*command, *ACL.replace(" +pexpire", "").split()])
+    assert result.stdout.strip() == b"OK"
+    url = f"redis://alertd:pw-2@127.0.0.1:{redis_srv.port}/0"
+    async with running_daemon({**ENV, "ALERTD_REDIS_URL": url}) as daemon:
+        await wait_for_mode(daemon, "redis-fallback", within=0.1)
+        await post_each(daemon, "openai", 5)
+        await anyio.sleep(1.0)  # probes at +0.1, +0.3, +0.7 s: each one fails inside the script
+        await post_each(daemon, "openai", 2)
+        assert [a["tags"]["alertd_mode"] for a in daemon.logged("alert_fired")] == ["fallback"]
+        assert [line["event"] for line in daemon.log_lines() if line["event"].startswith("backend_")] == [
+            "backend_down"
+        ]
+        scraped = await daemon.scrape()
+        assert "alertd_backend_up 0.0" in scraped
+        # Refused inside the script: Redis answers an error reply, not NOPERM to the command itself.
+        errors = [
+            line for line in scraped.splitlines() if line.startswith('alertd_backend_errors_total{reason="response"}')
+        ]
+        assert float(errors[0].split()[-1]) >= 3
