@@ -34,7 +34,8 @@ typecheck: setup
 pytest: setup tools
 	$(BIN)/pytest
 
-test: lint typecheck pytest $(TEST_EXTRA)
+# pytest runs last, so that its summary line closes the output.
+test: lint typecheck $(TEST_EXTRA) pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
