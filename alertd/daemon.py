@@ -30,7 +30,6 @@ from alertd.api import Health, make_app, make_metrics_app
 from alertd.config import Address, Config, ListenAddress, UnixAddress
 from alertd.errors import ListenError
 from alertd.metrics import Metrics
-from alertd.redis_tracker import FailoverTracker, build_failover_tracker
 from alertd.sentry import SentrySink
 from alertd.service import AlertService
 from alertd.sink import AlertSink, NullSink
@@ -65,6 +64,9 @@ def build_service(
     metrics = Metrics(registry, local.tracked)
     tracker: Tracker = local
     if config.redis_url is not None:
+        # Imported only in cluster mode: redis-py costs ~10 MiB of RSS (docs/BENCHMARKS.md).
+        from alertd.redis_tracker import build_failover_tracker  # noqa: PLC0415
+
         tracker = build_failover_tracker(config, rule, local, registry, log, clock=clock, wall_clock=wall_clock)
     return AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
 
@@ -290,9 +292,12 @@ async def serve(
         )
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_cleanup_loop, service, config.cleanup_interval_seconds)
-            if isinstance(service.tracker, FailoverTracker):
-                # Connects once (bounded by ALERTD_REDIS_TIMEOUT_SECONDS), then reconnects after each outage.
-                await tasks.start(service.tracker.run)
+            if config.redis_url is not None:
+                from alertd.redis_tracker import FailoverTracker  # noqa: PLC0415 - see build_service
+
+                if isinstance(service.tracker, FailoverTracker):
+                    # Connects once (bounded by ALERTD_REDIS_TIMEOUT_SECONDS), then reconnects after each outage.
+                    await tasks.start(service.tracker.run)
             task_status.started(listening)
             await anyio.sleep_forever()
     finally:
