@@ -283,6 +283,7 @@ class FailoverTracker:
         *,
         timeout: float,
         details: Mapping[str, Any],
+        backoff: tuple[float, float] = (RECONNECT_FIRST, RECONNECT_MAX),
     ) -> None:
         self.shared = shared
         self.local = shared.local
@@ -291,6 +292,7 @@ class FailoverTracker:
         self.log = log
         self.timeout = timeout
         self.details = dict(details)
+        self.backoff = backoff  # (first delay, cap): the delay doubles from the first up to the cap
         self.up = False
         self.last_error: str | None = None
         self._down = anyio.Event()
@@ -398,9 +400,9 @@ class FailoverTracker:
             task_status.started()
             while True:
                 await self._down.wait()
-                delay = RECONNECT_FIRST
+                delay, cap = self.backoff
                 while not await self._probe_after(delay):
-                    delay = min(delay * 2, RECONNECT_MAX)
+                    delay = min(delay * 2, cap)
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                 await self.shared.client.aclose()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import time
 from pathlib import Path
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from alertd.logs import make_logger
+from alertd.metrics import BackendMetrics
+from alertd.redis_tracker import RECONNECT_FIRST, RECONNECT_MAX, FailoverTracker, RedisTracker
+from alertd.tracker import MemoryTracker
+from alertd.window import Rule
 from tests.conftest import require_tool
 from tests.support.daemon import RunningDaemon, running_daemon
 from tests.support.redis_server import RedisServer, free_port, redis_server
@@ -254,3 +261,22 @@ async def test_a_redis_that_refuses_a_script_command_is_one_outage_not_a_flappin
             line for line in scraped.splitlines() if line.startswith('alertd_backend_errors_total{reason="response"}')
         ]
         assert float(errors[0].split()[-1]) >= 3
+
+
+async def test_reconnect_backoff_doubles_up_to_its_cap() -> None:
+    assert (RECONNECT_FIRST, RECONNECT_MAX) == (0.1, 5.0)
+    rule = Rule()
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens: every probe fails at once
+    shared = RedisTracker(client, rule, MemoryTracker(rule, 10))
+    registry = CollectorRegistry()
+    metrics = BackendMetrics(registry)
+    log = make_logger("info", "json", stream=io.StringIO())
+    tracker = FailoverTracker(shared, metrics, log, timeout=0.2, details={}, backoff=(0.01, 0.04))
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(tracker.run)
+        await anyio.sleep(0.6)
+        tasks.cancel_scope.cancel()
+    probes = registry.get_sample_value("alertd_backend_errors_total", {"reason": "connection"})
+    assert probes is not None
+    # Capped at 0.04 s: ~16 probes in 0.6 s. Uncapped (0.01, 0.02, 0.04, 0.08, 0.16, 0.32): 6.
+    assert 10 <= probes <= 20, probes
