@@ -182,6 +182,8 @@ def parse_event(item: Any, index: int, anonymize: Callable[[str], str]) -> Failu
     if message is not None and not isinstance(message, str):
         raise InvalidEventError("invalid_event", "message must be a string", index)
     status = item.get("status")
+    if isinstance(status, float) and status.is_integer():
+        status = int(status)  # JSON has one kind of number: 503.0 is 503, as JSON Schema's "integer" says
     if status is not None and (type(status) is not int or not 100 <= status <= 599):
         raise InvalidEventError("invalid_event", "status must be an integer from 100 to 599", index)
     raw_key = fields["api_key"]

@@ -83,7 +83,7 @@ def test_raw_key_is_replaced_at_the_boundary() -> None:
         ('{"provider": "p", "status": 600}', "invalid_event", 0),
         ('{"provider": "p", "status": "500"}', "invalid_event", 0),
         ('{"provider": "p", "status": true}', "invalid_event", 0),
-        ('{"provider": "p", "status": 500.0}', "invalid_event", 0),
+        ('{"provider": "p", "status": 500.5}', "invalid_event", 0),
         ('{"provider": "p", "route": 5}', "invalid_event", 0),
         ('{"provider": "p", "request_id": "' + "r" * 257 + '"}', "invalid_event", 0),
         ('{"provider": "p", "message": []}', "invalid_event", 0),
@@ -97,6 +97,13 @@ def test_rejections_name_code_and_index(body: str | bytes, code: str, index: int
     error = rejected(body)
     assert (error.code, error.index) == (code, index)
     assert error.detail
+
+
+def test_an_integral_number_is_an_integer_status() -> None:
+    assert [e.status for e in decode('[{"provider": "p", "status": 503.0}, {"provider": "p", "status": 5e2}]')] == [
+        503,
+        500,
+    ]
 
 
 def test_ndjson_names_the_bad_line() -> None:

@@ -88,6 +88,19 @@ def _alertd_takes(provider: str) -> bool:
     return True
 
 
+def _as_status(value: Any) -> int:
+    """`value` as an HTTP status from 100 to 599, or 0 when it is not one."""
+    if value.__class__ is int:
+        status = value
+    elif isinstance(value, float) and value.is_integer():
+        status = int(value)  # 503.0 is 503 on the wire too (alertd/event.py)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        status = int(value)  # an IntEnum such as HTTPStatus becomes a plain int
+    else:
+        return 0
+    return status if 100 <= status <= 599 else 0
+
+
 def make_item(  # noqa: PLR0911, PLR0917 - flat and positional on purpose: this runs on every report()
     provider: Any,
     route: Any,
@@ -119,11 +132,8 @@ def make_item(  # noqa: PLR0911, PLR0917 - flat and positional on purpose: this 
     if error_type is not None and (not isinstance(error_type, str) or len(error_type) > _ERROR_TYPE_MAX):
         return None
     if status is not None:
-        if status.__class__ is not int:
-            if not isinstance(status, int) or isinstance(status, bool):
-                return None
-            status = int(status)  # an IntEnum such as HTTPStatus becomes a plain int
-        if not 100 <= status <= 599:
+        status = _as_status(status)
+        if not status:
             return None
     if message is not None:
         if not isinstance(message, str):

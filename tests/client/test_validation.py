@@ -45,7 +45,13 @@ PROVIDER = st.one_of(
     st.none(),
     st.integers(),
 )
-STATUS = st.one_of(st.none(), st.integers(min_value=0, max_value=1000), st.booleans(), st.text(max_size=3))
+STATUS = st.one_of(
+    st.none(),
+    st.integers(min_value=0, max_value=1000),
+    st.floats(min_value=0, max_value=1000),
+    st.booleans(),
+    st.text(max_size=3),
+)
 
 
 def alertd_accepts(item: dict[str, Any]) -> bool:
