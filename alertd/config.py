@@ -323,7 +323,8 @@ class Config:
         }
 
 
-SECRET_VARIABLES = ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN")
+# Each may be given as NAME_FILE instead. A bad ALERTD_REDIS_URL is shown with only its password hidden.
+SECRET_VARIABLES = ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN", "ALERTD_REDIS_URL")
 
 
 def _with_secret_files(environ: Mapping[str, str], read_text: Callable[[str], str]) -> Mapping[str, str]:
@@ -358,7 +359,7 @@ class _Reader:
         try:
             return parse(raw.strip())
         except ValueError:
-            value = "<redacted>" if name in SECRET_VARIABLES else redact_url(raw) if name == "ALERTD_REDIS_URL" else raw
+            value = redact_url(raw) if name == "ALERTD_REDIS_URL" else "<redacted>" if name in SECRET_VARIABLES else raw
             raise ConfigError(name, value, accepted) from None
 
 

@@ -145,3 +145,21 @@ def test_bad_secret_from_a_file_is_redacted(tmp_path: Path) -> None:
         Config.from_environ({"ALERTD_INGEST_TOKEN_FILE": str(tmp_path / "token")})
     assert "secret" not in str(info.value)
     assert str(info.value).startswith("ALERTD_INGEST_TOKEN=")
+
+
+def test_redis_url_can_come_from_a_file_and_its_password_stays_hidden(tmp_path: Path) -> None:
+    url_file = tmp_path / "ALERTD_REDIS_URL"
+    url_file.write_text("redis://alertd:s3cret-pw@redis.example:6379/0\n")
+    config = Config.from_environ({"ALERTD_REDIS_URL_FILE": str(url_file)})
+    assert config.redis_url is not None
+    assert config.redis_url.url == "redis://alertd:s3cret-pw@redis.example:6379/0"
+    assert config.redacted()["ALERTD_REDIS_URL"] == "redis://alertd:***@redis.example:6379/0"
+    assert "s3cret-pw" in config.secrets
+    # A bad URL in the file is shown like a bad one in the environment: the password as ***, the rest kept.
+    url_file.write_text("redis://alertd:s3cret-pw@redis.example:port/0")
+    with pytest.raises(ConfigError) as info:
+        Config.from_environ({"ALERTD_REDIS_URL_FILE": str(url_file)})
+    assert (info.value.variable, info.value.value) == ("ALERTD_REDIS_URL", "redis://alertd:***@redis.example:port/0")
+    assert "s3cret-pw" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"^ALERTD_REDIS_URL_FILE=.*give one of the two"):
+        Config.from_environ({"ALERTD_REDIS_URL_FILE": str(url_file), "ALERTD_REDIS_URL": "redis://h:6379"})
