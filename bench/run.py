@@ -2,7 +2,8 @@
 
     python -m bench.run [--smoke] [--stages a,b] [--variant NAME=DIR ...] [--out FILE]
 
-Stages: startup, micro, ingest (single events, and Sentry isolation), batch, latency, memory.
+Stages: startup, micro, ingest (single events, and Sentry isolation), batch, latency, memory, cluster
+(alertd with one real redis-server on loopback, against memory mode; bench/cluster.py).
 Everything runs on 127.0.0.1; each load run is bounded in time (wrk -d) and each client loop in count.
 Servers are compared in the same run, alternating, several rounds; we quote medians and ratios.
 A variant is a folder holding a patched copy of the `alertd` package (see bench/experiment.py); it is
@@ -34,12 +35,13 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import bodies
+from bench.cluster import cluster as cluster_stage
 from bench.procs import ROOT, Proc, free_port, start_alertd, start_reference, wait_ready
 from tests.support.sentry_server import LoopbackSentry, loopback_sentry
 
 LUA = Path(__file__).resolve().parent / "wrk" / "ingest.lua"
 RESULTS = ROOT / "bench" / "results"
-STAGES = ("startup", "micro", "ingest", "batch", "latency", "memory")
+STAGES = ("startup", "micro", "ingest", "batch", "latency", "memory", "cluster")
 BASE = "alertd"
 
 
@@ -396,6 +398,12 @@ class Run:
         result["one_provider_growth_mib"] = result["after_one_provider_mib"] - result["idle_mib"]
         self.results["memory"] = result
 
+    # -- cluster ---------------------------------------------------------------------------------------
+
+    async def cluster(self) -> None:
+        """Cluster mode (one loopback redis-server, one of them hung) against memory mode: bench/cluster.py."""
+        await cluster_stage(self)
+
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -607,6 +615,34 @@ TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], float], str, Callable[[
         lambda v: v <= 150,
     ),
     ("startup to ready (s)", "startup", lambda r: r["startup"]["alertd_median_s"], "<= 1.0", lambda v: v <= 1.0),
+    (
+        "cluster single-event / memory mode",
+        "cluster",
+        lambda r: r["cluster"]["servers"]["single/redis"]["ratio_to_memory"],
+        ">= 0.80",
+        lambda v: v >= 0.80,
+    ),
+    (
+        "cluster batch JSON events/s",
+        "cluster",
+        lambda r: r["cluster"]["servers"]["batch/redis"]["events_per_s"],
+        ">= 150000",
+        lambda v: v >= 150_000,
+    ),
+    (
+        "cluster, Redis hung / memory mode",
+        "cluster",
+        lambda r: r["cluster"]["servers"]["single/redis-hung"]["ratio_to_memory"],
+        ">= 0.80",
+        lambda v: v >= 0.80,
+    ),
+    (
+        "cluster alert latency p99 (ms)",
+        "cluster",
+        lambda r: r["cluster"]["alert_latency"]["redis"]["p99_ms"],
+        "<= 25",
+        lambda v: v <= 25,
+    ),
 ]
 
 
@@ -656,6 +692,32 @@ def table(results: dict[str, Any], rows: list[dict[str, Any]], *, smoke: bool) -
                 f"{srv['cpu_ns_per_event']:>10.0f}{srv.get('ratio_to_base', nan):>7.3f}"
                 f"{srv.get('cpu_ratio_to_base', nan):>9.3f}{srv['errors']:>7}"
             )
+    if "cluster" in results:
+        c = results["cluster"]
+        lines.append(
+            f"cluster mode (Redis {c['redis_version']} on loopback; ratios to memory mode paired per round; "
+            f"hung: first call {c['hung_first_call_s'] * 1000:.0f} ms, then {c['hung_mode']}, "
+            f"{c['hung_backend_errors_total']:.0f} timeouts in {c['hung_seconds']:.0f} s):"
+        )
+        lines.append(
+            f"  {'load/server':<28}{'req/s':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'CPU µs/req':>11}"
+            f"{'/memory':>8}{'errors':>7}"
+        )
+        for name, srv in c["servers"].items():
+            lines.append(
+                f"  {name:<28}{srv['rps']:>9.0f}{srv.get('events_per_s', nan):>10.0f}{srv['p50_ms']:>8.2f}"
+                f"{srv['p99_ms']:>8.2f}{srv['cpu_us_per_request']:>11.1f}{srv.get('ratio_to_memory', nan):>8.3f}"
+                f"{srv['errors']:>7}"
+            )
+        for name, lat in c["alert_latency"].items():
+            lines.append(f"  alert latency {name}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+        for name, ops in c["redis_ops"].items():
+            lines.append(
+                f"  Redis per request, {name}: {ops['evalsha_per_request']:.2f} EVALSHA, "
+                f"{ops['commands_per_request']:.1f} commands in all"
+            )
+        mem = c["redis_memory_per_provider"]
+        lines.append(f"  Redis memory per provider: median {mem['bytes_median']} B, max {mem['bytes_max']} B")
     if "micro" in results:
         lines.append("microbenchmarks (ns per unit, median):")
         names = list(results["micro"])
@@ -680,7 +742,7 @@ async def main_async(args: argparse.Namespace, variants: dict[str, Path]) -> int
     if args.duration:
         settings = Settings(**{**asdict(settings), "duration": args.duration})
     stages = args.stages.split(",") if args.stages else list(STAGES)
-    if shutil.which("wrk") is None and {"ingest", "batch"} & set(stages):
+    if shutil.which("wrk") is None and {"ingest", "batch", "cluster"} & set(stages):
         raise SystemExit("wrk is not installed (make tools)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for old in sorted(RESULTS.glob("alertd-bench-*"), key=lambda p: p.stat().st_mtime)[:-4]:
