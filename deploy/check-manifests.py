@@ -4,7 +4,7 @@
 
 Runs in the deploy venv (PyYAML and jsonschema come with kubernetes-validate) and needs kubectl
 (for `kubectl kustomize`) and promtool. For each kustomization (base for 1.29+, the classic-sidecar
-overlay for older clusters) it:
+overlay for older clusters, the unix-socket and cluster-redis overlays) it:
 
 1. renders it with `kubectl kustomize` into a temporary directory;
 2. runs `kubernetes-validate --strict` on the rendered output for the oldest version the variant
@@ -12,16 +12,22 @@ overlay for older clusters) it:
    resources it may skip are the Prometheus Operator CRDs listed in CRD_SCHEMAS;
 3. validates those CRDs against the strict schemas in deploy/schemas/;
 4. checks what no schema can: the sidecar wiring, probes and ports agree with each other and with
-   the ConfigMap, the grace period covers the shutdown timeouts, the securityContext is locked down;
-   and the ConfigMap is accepted by alertd's own parser (`alertd check-config` with it as environment);
+   the ConfigMap, the grace period covers the shutdown timeouts, the securityContext is locked down,
+   every secret reaches alertd as a file (each NAME_FILE names a key of a read-only Secret volume that
+   only alertd mounts, and that key is in the example Secret); and alertd's own parser accepts the
+   ConfigMap plus alertd's env (`alertd check-config`, each NAME_FILE pointing at a made-up value in a
+   temporary file), reads every secret from its file, prints none of them, warns about nothing, and is
+   in the mode the variant is for (per pod, or cluster mode with Redis);
 5. extracts the PrometheusRule groups and runs `promtool check rules` and `promtool test rules`.
 
-The example Secret is validated by kubernetes-validate on its own (it is not part of any render).
+The example Secrets (base and overlays) are validated by kubernetes-validate on their own: they are
+part of no render, and a rendered Secret fails the check.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -38,18 +44,30 @@ import yaml  # type: ignore[import-untyped,unused-ignore]
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-# kustomization -> (the oldest Kubernetes version it is for, how alertd runs beside the router).
+# kustomization -> (the oldest Kubernetes version it is for, how alertd runs beside the router,
+# where it keeps its windows: "memory" per pod, or "redis" shared by every replica; docs/CLUSTER.md).
 VARIANTS = {
-    "base": ("1.29.0", "native"),
-    "overlays/pre-1.29-classic-sidecar": ("1.25.0", "classic"),
-    "overlays/unix-socket": ("1.29.0", "native"),
+    "base": ("1.29.0", "native", "memory"),
+    "overlays/pre-1.29-classic-sidecar": ("1.25.0", "classic", "memory"),
+    "overlays/unix-socket": ("1.29.0", "native", "memory"),
+    "overlays/cluster-redis": ("1.29.0", "native", "redis"),
 }
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ROOT / "deploy" / "schemas" / "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): ROOT / "deploy" / "schemas" / "prometheusrule-monitoring-v1.json",
 }
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alertd-rules.test.yaml"
-EXAMPLE_SECRET = K8S / "base" / "secret.example.yaml"
+EXAMPLE_SECRETS = sorted(K8S.rglob("secret.example.yaml"))
+CONFIG_PY = ROOT / "alertd" / "config.py"
+# A made-up valid value for each secret alertd may read from a file, for `alertd check-config`. Each
+# holds SAMPLE_MARK, which must then appear nowhere in its output.
+SAMPLE_MARK = "cmsecret"
+SAMPLE_SECRETS = {
+    "ALERTD_INGEST_TOKEN": f"{SAMPLE_MARK}-token",
+    "ALERTD_API_KEY_SALT": f"{SAMPLE_MARK}-salt",
+    "SENTRY_DSN": f"https://{SAMPLE_MARK}0123456789@o0.ingest.sentry.io/1",
+    "ALERTD_REDIS_URL": f"redis://alertd:{SAMPLE_MARK}-password@redis.example:6379/0",
+}
 IMAGE_UID = 10001
 METRICS_PORT = 9181
 
@@ -142,6 +160,16 @@ def expect(condition: object, message: str) -> None:
         raise CheckError(message)
 
 
+def secret_variables() -> tuple[str, ...]:
+    """The SECRET_VARIABLES of alertd/config.py (read from source: the deploy venv has no alertd to import)."""
+    for node in ast.parse(CONFIG_PY.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "SECRET_VARIABLES" for t in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise CheckError(f"no SECRET_VARIABLES in {CONFIG_PY.relative_to(ROOT)}")
+
+
 def env_value(container: dict[str, Any], name: str) -> str:
     """A plain `env` value of a container."""
     for item in container.get("env", []):
@@ -209,8 +237,11 @@ def check_placement(pod: dict[str, Any], variant: str) -> tuple[dict[str, Any], 
     return alertd, router
 
 
-def check_wiring(docs: list[dict[str, Any]], variant: str) -> dict[str, str]:
-    """Sidecar placement, ports, probes, grace period; returns the ConfigMap data."""
+def check_wiring(
+    docs: list[dict[str, Any]], variant: str, examples: dict[str, set[str]], secrets: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Sidecar placement, ports, probes, grace period, secret files; returns the ConfigMap data and alertd's env."""
+    expect(not [d for d in docs if d["kind"] == "Secret"], "a Secret is rendered: real ones are created out of band")
     config = one(docs, "ConfigMap", "alertd-config")["data"]
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -221,7 +252,51 @@ def check_wiring(docs: list[dict[str, Any]], variant: str) -> dict[str, str]:
     ok(f"{variant}: non-root, read-only root, no capabilities, RuntimeDefault seccomp, requests and limits")
     check_ports(docs, deployment=deployment, config=config, alertd=alertd, router=router, variant=variant)
     check_grace(pod, config, alertd, router, variant)
-    return {str(k): str(v) for k, v in config.items()}
+    env = check_secret_files(pod, config=config, alertd=alertd, router=router, examples=examples, secrets=secrets)
+    return {str(k): str(v) for k, v in config.items()}, env
+
+
+def check_secret_files(
+    pod: dict[str, Any],
+    *,
+    config: dict[str, Any],
+    alertd: dict[str, Any],
+    router: dict[str, Any],
+    examples: dict[str, set[str]],
+    secrets: tuple[str, ...],
+) -> dict[str, str]:
+    """Secrets reach alertd only as files of read-only Secret volumes; returns alertd's (plain) env."""
+    expect(
+        [ref.get("configMapRef", {}).get("name") for ref in alertd.get("envFrom", [])] == ["alertd-config"],
+        "alertd's envFrom must be the ConfigMap alertd-config only",
+    )
+    in_config = sorted(set(config) & {*secrets, *(f"{name}_FILE" for name in secrets)})
+    expect(not in_config, f"secrets (or their file paths) in the ConfigMap: {in_config}; use the Deployment's env")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["mountPath"]: m for m in alertd.get("volumeMounts", [])}
+    router_volumes = {m["name"] for m in router.get("volumeMounts", [])}
+    env: dict[str, str] = {}
+    for item in alertd.get("env", []):
+        name = item["name"]
+        expect("value" in item and "valueFrom" not in item, f"alertd env {name}: plain values only (secrets as files)")
+        expect(name not in secrets, f"alertd env {name} holds a secret: mount it and set {name}_FILE instead")
+        env[name] = str(item["value"])
+        if not (name.endswith("_FILE") and name.removesuffix("_FILE") in secrets):
+            continue
+        directory, _, key = env[name].rpartition("/")
+        mount = mounts.get(directory)
+        if mount is None:
+            raise CheckError(f"{name}={env[name]}: alertd mounts nothing at {directory}")
+        expect(mount.get("readOnly") is True and "subPath" not in mount, f"{directory}: mount it read-only, whole")
+        source = volumes.get(mount["name"], {}).get("secret")
+        expect(source is not None, f"{name}: volume {mount['name']} must be a Secret volume")
+        secret_name = source["secretName"]
+        expect("items" not in source, f"volume {mount['name']}: no items, each key is a file of its own name")
+        expect(secret_name in examples, f"{name}: Secret {secret_name} has no secret.example.yaml")
+        expect(key in examples[secret_name], f"{name}: the example Secret {secret_name} has no key {key}")
+        expect(mount["name"] not in router_volumes, f"the router must not mount alertd's Secret volume {mount['name']}")
+        ok(f"{name}={env[name]}: key {key} of Secret {secret_name}, mounted read-only for alertd only")
+    return env
 
 
 def check_ingest_is_pod_local(
@@ -308,13 +383,41 @@ def check_grace(
     ok(f"{variant}: terminationGracePeriodSeconds {grace} >= router {router_drain:g} + alertd {alertd_drain:g} + 1")
 
 
-def check_config_with_alertd(alertd: str, config: dict[str, str]) -> None:
-    """Check that alertd's own parser accepts the ConfigMap and knows every key in it."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config}
-    shown = json.loads(run([alertd, "check-config"], env=env).stdout)["config"]
+def check_config_with_alertd(
+    alertd: str, config: dict[str, str], container_env: dict[str, str], mode: str, workdir: Path
+) -> None:
+    """Check that alertd's parser accepts the ConfigMap plus alertd's env, reads each secret file, hides them all."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config, **container_env}  # env wins over envFrom
+    files = {name.removesuffix("_FILE"): name for name in container_env if name.removesuffix("_FILE") in SAMPLE_SECRETS}
+    secret_dir = Path(tempfile.mkdtemp(prefix="secrets-", dir=workdir))
+    for secret, file_variable in files.items():
+        sample = secret_dir / secret
+        sample.write_text(SAMPLE_SECRETS[secret] + "\n")
+        env[file_variable] = str(sample)
+    result = run([alertd, "check-config"], env=env)
+    report = json.loads(result.stdout)
+    shown = report["config"]
     unknown = sorted(set(config) - set(shown))
     expect(not unknown, f"ConfigMap keys alertd does not read: {unknown}")
-    ok(f"`alertd check-config` accepts the ConfigMap ({len(config)} settings, all known)")
+    unread = sorted(s for s in files if shown.get(s) is None)
+    expect(not unread, f"alertd did not read {unread} from the files the Deployment names")
+    expect(SAMPLE_MARK not in result.stdout + result.stderr, "`alertd check-config` printed a secret")
+    expect(not report["warnings"], f"`alertd check-config` warns: {report['warnings']}")
+    if mode == "redis":
+        expect(shown["ALERTD_REDIS_URL"] is not None, "cluster mode: alertd read no ALERTD_REDIS_URL")
+        prefix = config.get("ALERTD_REDIS_PREFIX")
+        expect(
+            prefix is not None and prefix == shown["ALERTD_REDIS_PREFIX"] != "alertd:",
+            "cluster mode: set a deployment's own ALERTD_REDIS_PREFIX in the ConfigMap (not the default alertd:)",
+        )
+        where = f"cluster mode, Redis URL {shown['ALERTD_REDIS_URL']}, prefix {prefix}"
+    else:
+        expect(shown["ALERTD_REDIS_URL"] is None, "per-pod mode: ALERTD_REDIS_URL must be unset")
+        where = "per-pod mode"
+    ok(
+        f"`alertd check-config` accepts the ConfigMap ({len(config)} settings, all known) and env; "
+        f"{', '.join(sorted(files)) or 'no secret'} read from files and never printed; no warning; {where}"
+    )
 
 
 def check_rules(docs: list[dict[str, Any]], promtool: str, workdir: Path) -> None:
@@ -348,11 +451,17 @@ def main() -> int:
         validator = tool("kubernetes-validate", bindir)
         promtool = tool("promtool")
         newest = latest_bundled_version(validator)
+        secrets = secret_variables()
+        expect(set(secrets) == set(SAMPLE_SECRETS), f"alertd's secrets {secrets}: give each a value in SAMPLE_SECRETS")
+        examples: dict[str, set[str]] = {}
+        for path in EXAMPLE_SECRETS:
+            secret = one(load_all(path.read_text()), "Secret")
+            examples[secret["metadata"]["name"]] = set(secret["stringData"])
         found = sorted(str(k.parent.relative_to(K8S)) for k in K8S.rglob("kustomization.yaml"))
         expect(found == sorted(VARIANTS), f"kustomizations {found}; checked: {sorted(VARIANTS)}; add to VARIANTS")
         with tempfile.TemporaryDirectory(prefix="alertd-manifests-") as tmp:
             workdir = Path(tmp)
-            for variant, (oldest, placement) in VARIANTS.items():
+            for variant, (oldest, placement, mode) in VARIANTS.items():
                 start = time.monotonic()
                 print(f"{variant}:", flush=True)
                 rendered = run([kubectl, "kustomize", str(K8S / variant)]).stdout
@@ -363,18 +472,19 @@ def main() -> int:
                 for version in dict.fromkeys((oldest, newest)):
                     kubernetes_validate(validator, out, version, docs)
                 validate_crds(docs)
-                config = check_wiring(docs, placement)
-                check_config_with_alertd(args.alertd, config)
+                config, env = check_wiring(docs, placement, examples, secrets)
+                check_config_with_alertd(args.alertd, config, env, mode, workdir)
                 if variant == "base":
                     check_rules(docs, promtool, workdir)
                 print(f"  --  {variant}: {time.monotonic() - start:.1f} s", flush=True)
-            print("secret.example.yaml:", flush=True)
-            secret = load_all(EXAMPLE_SECRET.read_text())
-            for version in dict.fromkeys(("1.25.0", newest)):
-                kubernetes_validate(validator, EXAMPLE_SECRET, version, secret)
-            values = one(secret, "Secret")["stringData"].values()
-            expect(all(str(v).startswith("REPLACE-ME") for v in values), "the example Secret holds only placeholders")
-            ok("every value is a REPLACE-ME placeholder")
+            for path in EXAMPLE_SECRETS:
+                print(f"{path.relative_to(K8S)}:", flush=True)
+                secret = load_all(path.read_text())
+                for version in dict.fromkeys(("1.25.0", newest)):
+                    kubernetes_validate(validator, path, version, secret)
+                values = one(secret, "Secret")["stringData"].values()
+                expect(all(str(v).startswith("REPLACE-ME") for v in values), f"{path.name} holds only placeholders")
+                ok("every value is a REPLACE-ME placeholder")
     except CheckError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
