@@ -388,7 +388,11 @@ def check_config_with_alertd(
 ) -> None:
     """Check that alertd's parser accepts the ConfigMap plus alertd's env, reads each secret file, hides them all."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config, **container_env}  # env wins over envFrom
-    files = {name.removesuffix("_FILE"): name for name in container_env if name.removesuffix("_FILE") in SAMPLE_SECRETS}
+    files = {  # secret -> NAME_FILE
+        name.removesuffix("_FILE"): name
+        for name in container_env
+        if name.endswith("_FILE") and name.removesuffix("_FILE") in SAMPLE_SECRETS
+    }
     secret_dir = Path(tempfile.mkdtemp(prefix="secrets-", dir=workdir))
     for secret, file_variable in files.items():
         sample = secret_dir / secret
