@@ -257,6 +257,12 @@ async def cluster(run: Run) -> None:  # noqa: PLR0912, PLR0915 - one flat sequen
                 env = {**base_env, "ALERTD_REDIS_URL": servers[name].url}
                 procs[name] = await start_alertd(f"cluster-{name}", source, run.scratch, env, session)
                 await wait_mode(session, procs[name], "redis")
+            for variant, variant_source in run.variants.items():  # --variant: cluster mode with a patched copy
+                if variant != BASE:
+                    env = {**base_env, "ALERTD_REDIS_URL": servers["redis"].url, "ALERTD_REDIS_PREFIX": f"{variant}:"}
+                    name = f"redis+{variant}"
+                    procs[name] = await start_alertd(f"cluster-{name}", variant_source, run.scratch, env, session)
+                    await wait_mode(session, procs[name], "redis")
             if s.warmup:
                 for proc in procs.values():
                     await wrk(proc.url, s.warmup, s.connections, single_env)
@@ -269,14 +275,16 @@ async def cluster(run: Run) -> None:  # noqa: PLR0912, PLR0915 - one flat sequen
             result["hung_mode"] = (await status(session, procs["redis-hung"]))["mode"]
             hung_started = time.monotonic()
 
-            kinds = [("single", name) for name in procs] + [("batch", "memory"), ("batch", "redis")]
-            kinds += [("unloaded", "memory"), ("unloaded", "redis")]
+            redis_ones = [name for name in procs if name == "redis" or name.startswith("redis+")]
+            kinds = [("single", name) for name in procs]
+            kinds += [("batch", name) for name in ["memory", *redis_ones]]
+            kinds += [("unloaded", name) for name in ["memory", *redis_ones]]
             runs: dict[str, list[dict[str, Any]]] = {f"{kind}/{name}": [] for kind, name in kinds}
             errors_before = (await scrape(procs["redis-hung"], session)).get("alertd_backend_errors_total", 0.0)
             for round_ in range(s.rounds):
                 for kind, name in kinds if round_ % 2 == 0 else kinds[::-1]:
                     proc = procs[name]
-                    redis_cpu = servers["redis"].cpu_seconds() if name == "redis" else 0.0
+                    redis_cpu = servers["redis"].cpu_seconds()
                     if kind == "single":
                         one = await measured_wrk(proc, s.duration, s.connections, single_env)
                     elif kind == "batch":
@@ -284,7 +292,7 @@ async def cluster(run: Run) -> None:  # noqa: PLR0912, PLR0915 - one flat sequen
                         one["events_per_s"] = one["rps"] * bodies.BATCH_EVENTS
                     else:
                         one = await measured_wrk(proc, s.duration, 1, single_env)
-                    if name == "redis":
+                    if name in redis_ones:
                         one["redis_cpu_us_per_request"] = (
                             (servers["redis"].cpu_seconds() - redis_cpu) / max(1, one["requests"]) * 1e6
                         )
@@ -348,7 +356,10 @@ async def cluster(run: Run) -> None:  # noqa: PLR0912, PLR0915 - one flat sequen
             summary["ratio_to_memory_by_round"] = [
                 round(a["rps"] / b["rps"], 3) for a, b in zip(key_runs, against, strict=True)
             ]
-        if name == "redis":
+        if name.startswith("redis+"):
+            summary["ratio_to_redis"] = paired_ratio(key_runs, runs[f"{kind}/redis"], "rps")
+            summary["cpu_ratio_to_redis"] = paired_ratio(key_runs, runs[f"{kind}/redis"], "cpu_us_per_request")
+        if name == "redis" or name.startswith("redis+"):
             summary["redis_server_cpu_us_per_request"] = median([r["redis_cpu_us_per_request"] for r in key_runs])
         if name == "redis-hung":
             summary["backend_errors_by_round"] = [r["backend_errors"] for r in key_runs]

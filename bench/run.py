@@ -7,7 +7,7 @@ Stages: startup, micro, ingest (single events, and Sentry isolation), batch, lat
 Everything runs on 127.0.0.1; each load run is bounded in time (wrk -d) and each client loop in count.
 Servers are compared in the same run, alternating, several rounds; we quote medians and ratios.
 A variant is a folder holding a patched copy of the `alertd` package (see bench/experiment.py); it is
-measured next to the working tree's alertd, alternating, in ingest, batch and micro.
+measured next to the working tree's alertd, alternating, in ingest, batch and micro (and in cluster, in cluster mode).
 """
 
 from __future__ import annotations

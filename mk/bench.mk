@@ -1,4 +1,4 @@
-# Benchmarks (bench/README.md). `make bench`: the full suite, ~5 minutes, prints a table and writes
+# Benchmarks (bench/README.md). `make bench`: the full suite, ~7 minutes (cluster stage ~3), prints a table and writes
 # bench/results/latest.json. `make bench-smoke`: every stage for a second or so (CI; asserts nothing
 # about speed, only that each stage runs and the JSON is written). `make bench-profile`: py-spy on
 # alertd under single-event load.
