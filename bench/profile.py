@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bench import bodies
+from bench.cluster import redis_servers
 from bench.procs import ROOT, start_alertd
 from bench.run import RESULTS, Run, Settings, wrk
 from tests.support.sentry_server import loopback_sentry
@@ -61,7 +62,7 @@ def shorten(frame: str) -> str:
     return f"{name} ({where}"
 
 
-async def profile(mode: str, seconds: int, source: Path, top: int) -> None:
+async def profile(mode: str, seconds: int, source: Path, top: int, *, redis: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="alertd-profile-", dir=RESULTS))
     bench = Run(Settings(), {"alertd": source}, scratch)
@@ -75,9 +76,15 @@ async def profile(mode: str, seconds: int, source: Path, top: int) -> None:
         content_type = "application/json" if mode == "json" else "application/x-ndjson"
         env = {"BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
         connections = 4
-    out = RESULTS / f"profile-{mode}.txt"
-    async with bench.session() as session, loopback_sentry() as sentry:
+    out = RESULTS / (f"profile-{mode}-redis.txt" if redis else f"profile-{mode}.txt")
+    async with (
+        bench.session() as session,
+        loopback_sentry() as sentry,
+        redis_servers(scratch, *(["redis"] if redis else [])) as servers,
+    ):
         settings = {"SENTRY_DSN": sentry.dsn, "ALERTD_COOLDOWN_SECONDS": "1"}
+        if redis:  # cluster mode with a loopback redis-server of the run's own
+            settings["ALERTD_REDIS_URL"] = servers["redis"].url
         proc = await start_alertd("profile", source, scratch, settings, session)
         try:
             await wrk(proc.url, 1, connections, env)  # warm-up
@@ -103,8 +110,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--source", type=Path, default=ROOT, help="folder holding the alertd package to profile")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--redis", action="store_true", help="cluster mode, with a loopback redis-server")
     args = parser.parse_args()
-    asyncio.run(profile(args.mode, args.seconds, args.source.resolve(), args.top))
+    asyncio.run(profile(args.mode, args.seconds, args.source.resolve(), args.top, redis=args.redis))
 
 
 if __name__ == "__main__":
