@@ -262,14 +262,15 @@ def error_reason(exc: BaseException) -> str:
         return "auth"
     if isinstance(exc, redis_errors.NoPermissionError):
         return "auth"
-    if isinstance(exc, redis_errors.ConnectionError | OSError):
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.RedisClusterException | OSError):
         return "connection"
     if isinstance(exc, redis_errors.ResponseError):
         return "response"
     return "other"
 
 
-BACKEND_ERRORS = (redis_errors.RedisError, OSError, TimeoutError, RuntimeError)
+# RedisClusterException ("cannot be connected", SlotNotCoveredError) derives from Exception, not RedisError.
+BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError, TimeoutError, RuntimeError)
 
 
 class FailoverTracker:
@@ -359,7 +360,7 @@ class FailoverTracker:
                 with anyio.fail_after(self.timeout):
                     return await self.shared.stats(provider)
             except BACKEND_ERRORS as exc:
-                self._failed(exc)
+                self._query_failed(exc)
         return self.local.stats_now(provider)
 
     async def all_stats(self) -> list[ProviderStats]:
@@ -369,8 +370,14 @@ class FailoverTracker:
                 with anyio.fail_after(self.timeout):
                     return await self.shared.all_stats()
             except BACKEND_ERRORS as exc:
-                self._failed(exc)
+                self._query_failed(exc)
         return self.local.all_stats_now()
+
+    def _query_failed(self, exc: BaseException) -> None:
+        # A slow read (thousands of providers in one GET /v1/providers) is not an outage: counted, answered
+        # from this process's figures, and ingest keeps deciding in Redis.
+        self.metrics.errors.labels(error_reason(exc)).inc()
+        self.last_error = error_reason(exc)
 
     async def cleanup(self) -> list[str]:
         """Forget this process's idle providers."""
@@ -384,7 +391,7 @@ class FailoverTracker:
         try:
             with anyio.fail_after(self.timeout):
                 await self.shared.probe()
-        except BACKEND_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever Redis does, the reconnect task must not end the daemon
             self._failed(exc)
             return False
         self._recovered()

@@ -280,3 +280,24 @@ async def test_reconnect_backoff_doubles_up_to_its_cap() -> None:
     assert probes is not None
     # Capped at 0.04 s: ~16 probes in 0.6 s. Uncapped (0.01, 0.02, 0.04, 0.08, 0.16, 0.32): 6.
     assert 10 <= probes <= 20, probes
+
+
+async def test_a_slow_query_is_not_an_outage(redis_srv: RedisServer) -> None:
+    async with running_daemon({**ENV, "ALERTD_REDIS_URL": redis_srv.url}) as daemon:
+        await wait_for_mode(daemon, "redis")
+        await daemon.post([{"provider": f"p{i}"} for i in range(50)])
+        tracker = daemon.listening.service.tracker
+        assert isinstance(tracker, FailoverTracker)
+        tracker.timeout = 1e-9  # every read now times out, as a GET over thousands of providers can
+        status, body = await daemon.get_json("/v1/providers")
+        assert status == 200
+        assert len(body["providers"]) == 50  # answered from this process's figures
+        status, _ = await daemon.get_json("/v1/providers/p1")
+        assert status == 200
+        tracker.timeout = 0.25
+        assert body["mode"] == "redis"
+        assert (await daemon.get_json("/v1/status"))[1]["mode"] == "redis"
+        assert daemon.logged("backend_down") == []
+        assert 'alertd_backend_errors_total{reason="timeout"} 2.0' in await daemon.scrape()
+        await post_each(daemon, "after", 5)
+        assert [a["tags"].get("alertd_mode") for a in daemon.logged("alert_fired")] == [None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from redis.asyncio import Redis
 
@@ -92,3 +93,34 @@ async def test_a_master_down_means_fallback_and_its_return_means_cluster_mode(cl
             "backend_down",
             "backend_up",
         ]
+
+
+async def test_starts_and_serves_with_no_cluster_node_reachable(tmp_path: Path) -> None:
+    # redis-py raises RedisClusterException (not a RedisError) when no node answers: it must mean fallback,
+    # not a dead daemon.
+    down = RedisServer(tmp_path)  # never started: nothing listens on its port
+    env = {"ALERTD_THRESHOLD": "5", "ALERTD_REDIS_CLUSTER": "true", "ALERTD_REDIS_URL": down.url}
+    async with running_daemon(env) as daemon:
+        await wait_for_mode(daemon, "redis-fallback", within=2.0)
+        for i in range(5):
+            assert await daemon.post({"provider": "openai", "request_id": f"r{i}"}) == (202, {"accepted": 1})
+        [fired] = daemon.logged("alert_fired")
+        assert fired["tags"]["alertd_mode"] == "fallback"
+        async with daemon.session.get(f"{daemon.metrics}/readyz") as response:
+            assert response.status == 200
+        # The reconnect task keeps failing (backoff 0.1, 0.2, 0.4 s ...) without taking the daemon down.
+        await anyio.sleep(1.0)
+        assert (await daemon.get_json("/v1/status"))[1]["mode"] == "redis-fallback"
+
+
+async def test_every_master_down_then_back(cluster: list[RedisServer]) -> None:
+    env = {"ALERTD_THRESHOLD": "5", "ALERTD_REDIS_CLUSTER": "true", "ALERTD_REDIS_URL": cluster[0].url}
+    async with running_daemon(env) as daemon:
+        await wait_for_mode(daemon, "redis")
+        for node in cluster:
+            node.stop()
+        assert await daemon.post({"provider": "p"}) == (202, {"accepted": 1})
+        await wait_for_mode(daemon, "redis-fallback")
+        await anyio.sleep(1.0)  # several failed reconnect probes
+        assert await daemon.post({"provider": "p"}) == (202, {"accepted": 1})
+        assert (await daemon.get_json("/v1/status"))[1]["mode"] == "redis-fallback"
