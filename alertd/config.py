@@ -19,6 +19,8 @@ T = TypeVar("T")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "console")
 MAX_THRESHOLD = 10_000
+# Window and cooldown stay within what the bucket arithmetic and Redis expiries handle (~115 days).
+MAX_SECONDS = 1e7
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +242,12 @@ class Config:
             threshold=env.get(
                 "ALERTD_THRESHOLD", d.threshold, _int_in(1, MAX_THRESHOLD), f"an integer from 1 to {MAX_THRESHOLD}"
             ),
-            window_seconds=env.get("ALERTD_WINDOW_SECONDS", d.window_seconds, _positive, "a number > 0"),
-            cooldown_seconds=env.get("ALERTD_COOLDOWN_SECONDS", d.cooldown_seconds, _non_negative, "a number >= 0"),
+            window_seconds=env.get(
+                "ALERTD_WINDOW_SECONDS", d.window_seconds, _seconds_in(0.001, MAX_SECONDS), "a number from 0.001 to 1e7"
+            ),
+            cooldown_seconds=env.get(
+                "ALERTD_COOLDOWN_SECONDS", d.cooldown_seconds, _seconds_in(0.0, MAX_SECONDS), "a number from 0 to 1e7"
+            ),
             cleanup_interval_seconds=env.get(
                 "ALERTD_CLEANUP_INTERVAL_SECONDS", d.cleanup_interval_seconds, _positive, "a number > 0"
             ),
@@ -368,6 +374,16 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(text)
     return value
+
+
+def _seconds_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _finite_float(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
 
 
 def _positive(text: str) -> float:
