@@ -147,14 +147,23 @@ class RedisTracker:
             todo = missing
         return {provider: Decision.parse(reply) for provider, reply in zip(providers, replies, strict=True)}
 
-    def apply(self, events: Sequence[FailureEvent], decisions: Mapping[str, Decision]) -> Recorded:
-        """Record `events` in this process's figures and turn the script's decisions into triggers."""
+    def apply(
+        self, events: Sequence[FailureEvent], decisions: Mapping[str, Decision], *, also_local: bool = False
+    ) -> Recorded:
+        """Record `events` in this process's figures and turn the script's decisions into triggers.
+
+        With `also_local`, this process's tracker decides too, and its alerts (tagged fallback) are added
+        for the providers Redis did not alert in this batch: after an outage, the failures decided in
+        fallback are only in the local windows.
+        """
         local = self.local
         batches: dict[str, list[FailureEvent]] = {}
         for event in events:
             batches.setdefault(event.provider, []).append(event)
         before = {provider: local.samples(provider) for provider in batches}
-        result = local.record_now(events, decide=False)
+        result = local.record_now(events, decide=also_local, fallback=True)
+        local_triggers, result.triggers = result.triggers, []
+        result.throttled.clear()  # the shared decision counts throttled hits, not this process's
         offset = self.wall_clock() - self.clock()  # Redis epoch stamps to this process's monotonic seconds
         local_now = self.clock()
         for provider, decision in decisions.items():
@@ -175,6 +184,8 @@ class RedisTracker:
                         rule=self.rule,
                     )
                 )
+        alerted = {trigger.provider for trigger in result.triggers}
+        result.triggers.extend(t for t in local_triggers if t.provider not in alerted)
         return result
 
     async def record(self, events: Sequence[FailureEvent]) -> Recorded:
@@ -299,6 +310,8 @@ class FailoverTracker:
         self._down = anyio.Event()
         self._down.set()  # until the first probe answers
         self._outage_logged = False
+        self._decided_in_fallback = False
+        self._healing_until: float | None = None
         metrics.up.set(0)
 
     @property
@@ -331,6 +344,10 @@ class FailoverTracker:
             self._down.set()
 
     def _recovered(self) -> None:
+        if self._decided_in_fallback:
+            # For one WINDOW the fallback's failures are only in the local windows: decide there too.
+            self._healing_until = self.local.clock() + self.local.rule.window
+            self._decided_in_fallback = False
         self.up = True
         self.metrics.up.set(1)
         self._down = anyio.Event()
@@ -350,7 +367,9 @@ class FailoverTracker:
             except BACKEND_ERRORS as exc:
                 self._failed(exc)
             else:
-                return self.shared.apply(events, decisions)
+                healing = self._healing_until is not None and self.local.clock() <= self._healing_until
+                return self.shared.apply(events, decisions, also_local=healing)
+        self._decided_in_fallback = True
         return self.local.record_now(events, fallback=True)
 
     async def stats(self, provider: str) -> ProviderStats | None:

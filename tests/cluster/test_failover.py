@@ -301,3 +301,28 @@ async def test_a_slow_query_is_not_an_outage(redis_srv: RedisServer) -> None:
         assert 'alertd_backend_errors_total{reason="timeout"} 2.0' in await daemon.scrape()
         await post_each(daemon, "after", 5)
         assert [a["tags"].get("alertd_mode") for a in daemon.logged("alert_fired")] == [None]
+
+
+async def test_a_burst_straddling_the_recovery_still_alerts(redis_srv: RedisServer) -> None:
+    # 2 failures decided in Redis, 2 in fallback, the 5th after Redis is back: the shared window lacks the
+    # fallback ones, so for one WINDOW after a recovery this process decides on its own windows as well.
+    async with running_daemon({**ENV, "ALERTD_REDIS_URL": redis_srv.url}) as daemon:
+        await wait_for_mode(daemon, "redis")
+        await post_each(daemon, "burst", 2)
+        assert redis_srv.process is not None
+        redis_srv.process.send_signal(signal.SIGSTOP)
+        try:
+            await post_each(daemon, "burst", 2)
+            assert (await daemon.get_json("/v1/status"))[1]["mode"] == "redis-fallback"
+        finally:
+            redis_srv.process.send_signal(signal.SIGCONT)
+        await wait_for_mode(daemon, "redis")
+        assert daemon.logged("alert_fired") == []
+        await post_each(daemon, "burst", 1)
+        [fired] = daemon.logged("alert_fired")
+        assert fired["tags"]["alertd_mode"] == "fallback"
+        assert fired["upstream_failure"]["count"] == 5
+        # Redis's window catches up (the 5th of its own failures) and alerts once more: the documented
+        # price of failing open is a duplicate, never a miss. Then both cooldowns hold.
+        await post_each(daemon, "burst", 3)
+        assert [a["tags"].get("alertd_mode") for a in daemon.logged("alert_fired")] == ["fallback", None]
