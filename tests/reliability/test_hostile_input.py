@@ -82,7 +82,7 @@ async def assert_healthy(daemon: RunningDaemon) -> None:
             None,
             id="status-5000-digits",
         ),
-        pytest.param(b'{"provider": "p", "status": 503.0}', "application/json", "invalid_event", 0, id="status-float"),
+        pytest.param(b'{"provider": "p", "status": 503.5}', "application/json", "invalid_event", 0, id="status-float"),
         pytest.param(b'{"provider": "p", "status": "503"}', "application/json", "invalid_event", 0, id="status-str"),
         pytest.param(b'{"provider": "p", "status": true}', "application/json", "invalid_event", 0, id="status-bool"),
         pytest.param(b'{"provider": "p", "status": -1}', "application/json", "invalid_event", 0, id="status-neg"),
