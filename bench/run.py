@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import bodies
 from bench.cluster import cluster as cluster_stage
 from bench.procs import ROOT, Proc, free_port, start_alertd, start_reference, wait_ready
-from tests.support.sentry_server import LoopbackSentry, loopback_sentry
+from tests.support.sentry_server import LoopbackSentry, loopback_sentry, serve_sentry
 
 LUA = Path(__file__).resolve().parent / "wrk" / "ingest.lua"
 RESULTS = ROOT / "bench" / "results"
@@ -501,21 +500,9 @@ class StampingSentry(LoopbackSentry):
         return response
 
 
-@contextlib.asynccontextmanager
-async def stamping_sentry() -> AsyncIterator[StampingSentry]:
+def stamping_sentry() -> contextlib.AbstractAsyncContextManager[StampingSentry]:
     """tests/support/sentry_server.py's loopback_sentry, with arrival stamps."""
-    sentry = StampingSentry()
-    app = web.Application(client_max_size=50 * 1024 * 1024)
-    app.router.add_post("/api/{project}/envelope/", sentry.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
-    await runner.setup()
-    sock = socket.create_server(("127.0.0.1", 0))
-    sentry.port = sock.getsockname()[1]
-    await web.SockSite(runner, sock).start()
-    try:
-        yield sentry
-    finally:
-        await runner.cleanup()
+    return serve_sentry(StampingSentry())
 
 
 # -------------------------------------------------------------------------------------------- report

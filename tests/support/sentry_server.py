@@ -6,9 +6,9 @@ from __future__ import annotations
 import gzip
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import brotli
@@ -94,10 +94,17 @@ class LoopbackSentry:
         return self.envelopes
 
 
-@asynccontextmanager
-async def loopback_sentry() -> AsyncIterator[LoopbackSentry]:
+SentryT = TypeVar("SentryT", bound=LoopbackSentry)
+
+
+def loopback_sentry() -> AbstractAsyncContextManager[LoopbackSentry]:
     """Run a LoopbackSentry on 127.0.0.1 with a free port."""
-    sentry = LoopbackSentry()
+    return serve_sentry(LoopbackSentry())
+
+
+@asynccontextmanager
+async def serve_sentry(sentry: SentryT) -> AsyncIterator[SentryT]:
+    """Run `sentry` (a LoopbackSentry, or a subclass of it) on 127.0.0.1 with a free port."""
     app = web.Application(client_max_size=50 * 1024 * 1024)
     app.router.add_post("/api/{project}/envelope/", sentry.handle)
     # The SDK compresses (br when Brotli is importable, else gzip): decode it here, not in aiohttp.
