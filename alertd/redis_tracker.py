@@ -229,18 +229,7 @@ class RedisTracker:
                 last_alert=last_alert,
                 totals=(int(fields.get("ft", 0)), int(fields.get("at", 0)), int(fields.get("tt", 0))),
             )
-            found.append(
-                ProviderStats(
-                    provider=provider,
-                    state=window.state(now),
-                    failures_in_window=window.count_in_window(now),
-                    failures_total=window.failures_total,
-                    alerts_total=window.alerts_total,
-                    throttled_total=window.throttled_total,
-                    last_failure=None if window.last_failure is None else window.last_failure - offset,
-                    last_alert=None if last_alert is None else last_alert - offset,
-                )
-            )
+            found.append(ProviderStats.of(provider, window, now, offset))
         return found
 
     async def stats(self, provider: str) -> ProviderStats | None:

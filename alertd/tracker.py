@@ -60,6 +60,21 @@ class ProviderStats:
     last_failure: float | None
     last_alert: float | None
 
+    @classmethod
+    def of(cls, provider: str, window: ProviderWindow, now: float, offset: float = 0.0) -> ProviderStats:
+        """The figures of `window` at `now`; `offset` is subtracted from its times (another clock's)."""
+        last_failure, last_alert = window.last_failure, window.last_alert
+        return cls(
+            provider=provider,
+            state=window.state(now),
+            failures_in_window=window.count_in_window(now),
+            failures_total=window.failures_total,
+            alerts_total=window.alerts_total,
+            throttled_total=window.throttled_total,
+            last_failure=None if last_failure is None else last_failure - offset,
+            last_alert=None if last_alert is None else last_alert - offset,
+        )
+
 
 class Tracker(Protocol):
     """Keeps per-provider windows and applies the rule to each recorded failure."""
@@ -207,17 +222,7 @@ class MemoryTracker:
 
     @staticmethod
     def _stats(provider: str, entry: _Entry, now: float) -> ProviderStats:
-        window = entry.window
-        return ProviderStats(
-            provider=provider,
-            state=window.state(now),
-            failures_in_window=window.count_in_window(now),
-            failures_total=window.failures_total,
-            alerts_total=window.alerts_total,
-            throttled_total=window.throttled_total,
-            last_failure=window.last_failure,
-            last_alert=window.last_alert,
-        )
+        return ProviderStats.of(provider, entry.window, now)
 
     def tracked(self) -> int:
         """How many providers are tracked."""
