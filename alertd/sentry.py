@@ -94,6 +94,8 @@ class SentrySink:
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self._sample_rate = sample_rate
+        # Its own generator, so sampling neither reads nor advances the process's global random state.
+        self._random = random.Random()  # noqa: S311 - sampling, not security
         self._on_outcome = on_outcome
         self._outcomes: dict[str, str] = {}
         self._watched: set[str] = set()
@@ -133,7 +135,7 @@ class SentrySink:
 
     def report_exception(self, exc: BaseException) -> None:
         """Queue one of alertd's own errors, subject to SENTRY_SAMPLE_RATE."""
-        if random.random() >= self._sample_rate:  # noqa: S311 - sampling, not security
+        if self._random.random() >= self._sample_rate:
             return
         event, hint = event_from_exception(exc, client_options=self._client.options)
         self._client.capture_event(event, hint, scope=sentry_sdk.Scope())

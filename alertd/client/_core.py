@@ -381,11 +381,13 @@ class Backoff:
         self.initial = initial
         self.maximum = maximum
         self.current = 0.0
+        # Its own generator: a library must not advance its host's global random state.
+        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
 
     def next(self) -> float:
         """The next delay."""
         self.current = min(self.maximum, self.current * 2 if self.current else self.initial)
-        return random.uniform(self.current / 2, self.current)  # noqa: S311 - jitter, not cryptography
+        return self._random.uniform(self.current / 2, self.current)
 
     def reset(self) -> None:
         """After a success."""
