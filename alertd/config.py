@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from alertd.errors import ConfigError
+from alertd.sentry_config import API_URL_ACCEPTED, ORG_ACCEPTED, SentryApi, build_sentry_api, parse_api_url, parse_org
 
 T = TypeVar("T")
 
@@ -200,6 +201,10 @@ class Config:
     redis_prefix: str = "alertd:"
     redis_timeout_seconds: float = 0.25
     redis_cluster: bool = False
+    # The default follows window_seconds in `from_environ` (ALERTD_RESOLVE_AFTER_SECONDS unset).
+    resolve_after_seconds: float = 300.0
+    # Set when SENTRY_AUTH_TOKEN and SENTRY_ORG are: resolve a provider's Sentry issue when its episode ends.
+    sentry_api: SentryApi | None = None
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -231,6 +236,17 @@ class Config:
             raise ConfigError(
                 "ALERTD_REDIS_CLUSTER", "true", "false with a unix:// ALERTD_REDIS_URL (a cluster is reached over TCP)"
             )
+        window_seconds = env.get(
+            "ALERTD_WINDOW_SECONDS", d.window_seconds, _seconds_in(0.001, MAX_SECONDS), "a number from 0.001 to 1e7"
+        )
+        sentry_dsn = env.get("SENTRY_DSN", None, Dsn.from_string, "a Sentry DSN like https://KEY@HOST/PROJECT_ID")
+        sentry_api, api_warnings = build_sentry_api(
+            token=env.get("SENTRY_AUTH_TOKEN", None, _token, "a Sentry auth token (visible ASCII, no spaces)"),
+            org=env.get("SENTRY_ORG", None, parse_org, ORG_ACCEPTED),
+            api_url=env.get("SENTRY_API_URL", None, parse_api_url, API_URL_ACCEPTED),
+            dsn_url=None if sentry_dsn is None else sentry_dsn.url,
+        )
+        warnings.extend(api_warnings)
         return cls(
             listen=env.get(
                 "ALERTD_LISTEN", d.listen, parse_listen, "HOST:PORT (e.g. 127.0.0.1:9180) or unix:/absolute/path.sock"
@@ -242,9 +258,7 @@ class Config:
             threshold=env.get(
                 "ALERTD_THRESHOLD", d.threshold, _int_in(1, MAX_THRESHOLD), f"an integer from 1 to {MAX_THRESHOLD}"
             ),
-            window_seconds=env.get(
-                "ALERTD_WINDOW_SECONDS", d.window_seconds, _seconds_in(0.001, MAX_SECONDS), "a number from 0.001 to 1e7"
-            ),
+            window_seconds=window_seconds,
             cooldown_seconds=env.get(
                 "ALERTD_COOLDOWN_SECONDS", d.cooldown_seconds, _seconds_in(0.0, MAX_SECONDS), "a number from 0 to 1e7"
             ),
@@ -270,7 +284,7 @@ class Config:
             api_key_salt=salt,
             log_level=env.get("ALERTD_LOG_LEVEL", d.log_level, _choice(LOG_LEVELS), "|".join(LOG_LEVELS)),
             log_format=env.get("ALERTD_LOG_FORMAT", d.log_format, _choice(LOG_FORMATS), "|".join(LOG_FORMATS)),
-            sentry_dsn=env.get("SENTRY_DSN", None, Dsn.from_string, "a Sentry DSN like https://KEY@HOST/PROJECT_ID"),
+            sentry_dsn=sentry_dsn,
             sentry_environment=env.get("SENTRY_ENVIRONMENT", d.sentry_environment, _non_empty, "a non-empty string"),
             sentry_release=env.get("SENTRY_RELEASE", None, _non_empty, "a non-empty string"),
             sentry_sample_rate=sample_rate,
@@ -282,6 +296,13 @@ class Config:
                 "ALERTD_REDIS_TIMEOUT_SECONDS", d.redis_timeout_seconds, _seconds_up_to(10.0), "a number > 0 and <= 10"
             ),
             redis_cluster=redis_cluster,
+            resolve_after_seconds=env.get(
+                "ALERTD_RESOLVE_AFTER_SECONDS",
+                window_seconds,
+                _seconds_in(0.001, MAX_SECONDS),
+                "a number from 0.001 to 1e7",
+            ),
+            sentry_api=sentry_api,
             warnings=tuple(warnings),
         )
 
@@ -293,6 +314,8 @@ class Config:
             found.extend(self.sentry_dsn.secrets)
         if self.redis_url is not None:
             found.extend(self.redis_url.secrets)
+        if self.sentry_api is not None:
+            found.append(self.sentry_api.token)
         return tuple(found)
 
     def redacted(self) -> dict[str, Any]:
@@ -300,6 +323,8 @@ class Config:
 
         def hidden(value: str | None) -> str | None:
             return None if value is None else "<redacted>"
+
+        api = self.sentry_api
 
         return {
             "ALERTD_LISTEN": str(self.listen),
@@ -326,11 +351,15 @@ class Config:
             "ALERTD_REDIS_PREFIX": self.redis_prefix,
             "ALERTD_REDIS_TIMEOUT_SECONDS": self.redis_timeout_seconds,
             "ALERTD_REDIS_CLUSTER": self.redis_cluster,
+            "ALERTD_RESOLVE_AFTER_SECONDS": self.resolve_after_seconds,
+            "SENTRY_AUTH_TOKEN": None if api is None else "<redacted>",
+            "SENTRY_ORG": None if api is None else api.org,
+            "SENTRY_API_URL": None if api is None else api.api_url,
         }
 
 
 # Each may be given as NAME_FILE instead. A bad ALERTD_REDIS_URL is shown with only its password hidden.
-SECRET_VARIABLES = ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN", "ALERTD_REDIS_URL")
+SECRET_VARIABLES = ("ALERTD_INGEST_TOKEN", "ALERTD_API_KEY_SALT", "SENTRY_DSN", "ALERTD_REDIS_URL", "SENTRY_AUTH_TOKEN")
 
 
 def _with_secret_files(environ: Mapping[str, str], read_text: Callable[[str], str]) -> Mapping[str, str]:

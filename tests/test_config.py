@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from alertd.cli import main
 from alertd.config import Address, Config
 from alertd.errors import ConfigError
+from alertd.sentry_config import SentryApi
 
 DSN = "https://abcdef0123456789@o1.ingest.sentry.io/123"
 
@@ -166,3 +169,116 @@ def test_redis_url_can_come_from_a_file_and_its_password_stays_hidden(tmp_path: 
     assert "s3cret-pw" not in str(info.value)
     with pytest.raises(ConfigError, match=r"^ALERTD_REDIS_URL_FILE=.*give one of the two"):
         Config.from_environ({"ALERTD_REDIS_URL_FILE": str(url_file), "ALERTD_REDIS_URL": "redis://h:6379"})
+
+
+SENTRY_TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+RESOLVE_ENV = {"SENTRY_DSN": DSN, "SENTRY_AUTH_TOKEN": SENTRY_TOKEN, "SENTRY_ORG": "acme"}
+
+
+def test_resolution_is_off_without_a_token_and_org() -> None:
+    config = Config.from_environ({"SENTRY_DSN": DSN})
+    assert config.sentry_api is None
+    assert config.redacted()["SENTRY_AUTH_TOKEN"] is None
+
+
+def test_resolution_against_sentry_io() -> None:
+    config = Config.from_environ(RESOLVE_ENV)
+    assert config.sentry_api == SentryApi(api_url="https://sentry.io", org="acme", project_id=123, token=SENTRY_TOKEN)
+    assert SENTRY_TOKEN in config.secrets
+    printed = repr(config) + repr(config.redacted())
+    assert SENTRY_TOKEN not in printed
+    assert config.redacted()["SENTRY_AUTH_TOKEN"] == "<redacted>"
+    assert (config.redacted()["SENTRY_ORG"], config.redacted()["SENTRY_API_URL"]) == ("acme", "https://sentry.io")
+
+
+@pytest.mark.parametrize(
+    ("dsn", "api_url"),
+    [
+        ("https://k@sentry.io/7", "https://sentry.io"),
+        ("https://k@o1.ingest.us.sentry.io/7", "https://sentry.io"),
+        ("http://k@sentry.internal:9000/7", "http://sentry.internal:9000"),
+        ("https://k@errors.example.com/sentry/7", "https://errors.example.com/sentry"),
+        ("https://k@notsentry.io/7", "https://notsentry.io"),
+    ],
+)
+def test_the_api_url_follows_the_dsn(dsn: str, api_url: str) -> None:
+    config = Config.from_environ({**RESOLVE_ENV, "SENTRY_DSN": dsn})
+    assert config.sentry_api is not None
+    assert (config.sentry_api.api_url, config.sentry_api.project_id) == (api_url, 7)
+
+
+def test_sentry_api_url_overrides_the_default() -> None:
+    config = Config.from_environ({**RESOLVE_ENV, "SENTRY_API_URL": "https://de.sentry.io/"})
+    assert config.sentry_api is not None
+    assert config.sentry_api.api_url == "https://de.sentry.io"
+
+
+def test_sentry_api_url_without_a_token_is_a_warning() -> None:
+    config = Config.from_environ({"SENTRY_DSN": DSN, "SENTRY_API_URL": "https://sentry.io"})
+    assert config.sentry_api is None
+    assert any("SENTRY_API_URL" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"SENTRY_AUTH_TOKEN": SENTRY_TOKEN, "SENTRY_DSN": DSN}, "SENTRY_ORG"),
+        ({"SENTRY_ORG": "acme", "SENTRY_DSN": DSN}, "SENTRY_AUTH_TOKEN"),
+        ({"SENTRY_AUTH_TOKEN": SENTRY_TOKEN, "SENTRY_ORG": "acme"}, "SENTRY_DSN"),
+        ({**RESOLVE_ENV, "SENTRY_ORG": "acme/../other"}, "SENTRY_ORG"),
+        ({**RESOLVE_ENV, "SENTRY_API_URL": "ftp://sentry.io"}, "SENTRY_API_URL"),
+        ({**RESOLVE_ENV, "SENTRY_API_URL": "https://user:pw@sentry.io"}, "SENTRY_API_URL"),
+        ({**RESOLVE_ENV, "SENTRY_API_URL": "https://sentry.io/?x=1"}, "SENTRY_API_URL"),
+        ({**RESOLVE_ENV, "SENTRY_API_URL": "https://sentry.io:99999"}, "SENTRY_API_URL"),
+        ({**RESOLVE_ENV, "SENTRY_AUTH_TOKEN": f"{SENTRY_TOKEN} x"}, "SENTRY_AUTH_TOKEN"),
+    ],
+)
+def test_an_incomplete_or_bad_sentry_api_setting_names_the_variable(environ: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_environ(environ)
+    assert info.value.variable == variable
+    assert str(info.value).startswith(f"{variable}=")
+    assert SENTRY_TOKEN not in str(info.value)
+
+
+def test_the_sentry_token_can_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text(SENTRY_TOKEN + "\n")
+    config = Config.from_environ(
+        {"SENTRY_DSN": DSN, "SENTRY_ORG": "acme", "SENTRY_AUTH_TOKEN_FILE": str(tmp_path / "token")}
+    )
+    assert config.sentry_api is not None
+    assert config.sentry_api.token == SENTRY_TOKEN
+    with pytest.raises(ConfigError, match=r"^SENTRY_AUTH_TOKEN_FILE=.*give one of the two"):
+        Config.from_environ({**RESOLVE_ENV, "SENTRY_AUTH_TOKEN_FILE": str(tmp_path / "token")})
+    (tmp_path / "token").write_text("has space " + SENTRY_TOKEN)
+    with pytest.raises(ConfigError) as info:
+        Config.from_environ(
+            {"SENTRY_DSN": DSN, "SENTRY_ORG": "acme", "SENTRY_AUTH_TOKEN_FILE": str(tmp_path / "token")}
+        )
+    assert SENTRY_TOKEN not in str(info.value)
+
+
+def test_resolve_after_defaults_to_the_window() -> None:
+    assert Config.from_environ({}).resolve_after_seconds == 300.0
+    assert Config.from_environ({"ALERTD_WINDOW_SECONDS": "42.5"}).resolve_after_seconds == 42.5
+    config = Config.from_environ({"ALERTD_WINDOW_SECONDS": "42.5", "ALERTD_RESOLVE_AFTER_SECONDS": "7"})
+    assert (config.window_seconds, config.resolve_after_seconds) == (42.5, 7.0)
+    assert config.redacted()["ALERTD_RESOLVE_AFTER_SECONDS"] == 7.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e-310", "1e9", "soon"])
+def test_resolve_after_is_validated_like_the_window(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_environ({"ALERTD_RESOLVE_AFTER_SECONDS": value})
+    assert str(info.value) == f"ALERTD_RESOLVE_AFTER_SECONDS={value!r} is invalid: expected a number from 0.001 to 1e7"
+
+
+def test_check_config_with_a_token_and_an_org_exits_0_and_redacts_the_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"], environ=RESOLVE_ENV) == 0
+    out, err = capsys.readouterr()
+    printed = json.loads(out)["config"]
+    assert printed["SENTRY_AUTH_TOKEN"] == "<redacted>"
+    assert (printed["SENTRY_ORG"], printed["SENTRY_API_URL"]) == ("acme", "https://sentry.io")
+    assert SENTRY_TOKEN not in out + err
+    assert main(["check-config"], environ={"ALERTD_RESOLVE_AFTER_SECONDS": "0"}) == 2
+    assert capsys.readouterr().err.startswith("alertd: ALERTD_RESOLVE_AFTER_SECONDS='0' is invalid")
