@@ -175,7 +175,7 @@ async def test_server_errors_and_429_are_retried_until_success(api: LoopbackSent
 async def test_a_hanging_api_times_out_and_is_retried(api: LoopbackSentryApi) -> None:
     api.unresolved.add("openai")
     api.behaviour.script = ["hang"]
-    async with running(api.settings(), timeout=0.2) as run:
+    async with running(api.settings(), timeout=0.5) as run:
         run.resolver.resolve("openai")
         await run.settled()
     assert [c.status for c in api.calls] == [None, 200]
@@ -211,7 +211,7 @@ async def test_cancel_stops_the_retries(api: LoopbackSentryApi) -> None:
 
 async def test_cancel_during_a_hanging_call_counts_it_and_does_not_retry(api: LoopbackSentryApi) -> None:
     api.behaviour.script = ["hang"]
-    async with running(api.settings(), timeout=0.2) as run:
+    async with running(api.settings(), timeout=0.5) as run:
         run.resolver.resolve("openai")
         await api.wait_for_calls(1)
         run.resolver.cancel("openai")
@@ -255,7 +255,7 @@ async def test_a_rejected_call_is_logged_once_not_retried_and_without_the_token(
 async def test_the_token_is_never_logged(api: LoopbackSentryApi) -> None:
     api.behaviour.script = [500, "hang"]
     api.unresolved.add("openai")
-    async with running(api.settings(), timeout=0.2) as run:
+    async with running(api.settings(), timeout=0.5) as run:
         run.resolver.resolve("openai")
         run.resolver.resolve("anthropic")
         await run.settled()
@@ -285,3 +285,16 @@ def test_every_outcome_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[1] / "SENTRY.md").read_text(encoding="utf-8")
     for outcome in OUTCOMES:
         assert f"`{outcome}`" in doc, outcome
+
+
+async def test_stopping_run_ends_calls_in_flight_and_backoffs(api: LoopbackSentryApi) -> None:
+    api.behaviour.script = ["hang", 500]
+    async with running(api.settings(), initial_backoff=60.0, max_backoff=60.0, timeout=60.0) as run:
+        run.resolver.resolve("hanging")
+        run.resolver.resolve("backing-off")
+        await api.wait_for_calls(2)
+        await run.outcomes.wait_until(lambda: run.outcomes == [RETRYABLE_ERROR])
+        assert run.resolver.pending() == 2
+    # The task group was cancelled (a daemon's shutdown): both tasks ended, the session is closed.
+    assert run.resolver.pending() == 0
+    assert run.outcomes == [RETRYABLE_ERROR]
