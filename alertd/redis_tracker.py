@@ -156,37 +156,66 @@ class RedisTracker:
         for the providers Redis did not alert in this batch: after an outage, the failures decided in
         fallback are only in the local windows.
         """
+        return self.apply_group([events], decisions, also_local=also_local)[0]
+
+    def apply_group(
+        self,
+        batches: Sequence[Sequence[FailureEvent]],
+        decisions: Mapping[str, Decision],
+        *,
+        also_local: bool = False,
+    ) -> list[Recorded]:
+        """`apply` for batches decided together by one call: one `Recorded` per batch, as if each were alone.
+
+        The script saw each provider's failures of all the batches as one run, in batch order: an alert's
+        index falls in exactly one batch, and goes back to it. Each batch is recorded in this process's
+        figures on its own, in order (so its counters, evictions and `also_local` decisions are what it
+        would have had alone). A provider's throttled hits of the group go to the last batch holding it.
+        """
         local = self.local
-        batches: dict[str, list[FailureEvent]] = {}
-        for event in events:
-            batches.setdefault(event.provider, []).append(event)
-        before = {provider: local.samples(provider) for provider in batches}
-        result = local.record_now(events, decide=also_local, fallback=True)
-        local_triggers, result.triggers = result.triggers, []
-        result.throttled.clear()  # the shared decision counts throttled hits, not this process's
         offset = self.wall_clock() - self.clock()  # Redis epoch stamps to this process's monotonic seconds
         local_now = self.clock()
-        for provider, decision in decisions.items():
-            if decision.throttled:
-                result.throttled[provider] += decision.throttled
-            batch = batches[provider]
-            for index, count, first_at, throttled_since in decision.alerts:
-                seen = [*before[provider], *((local_now, e) for e in batch[: index + 1])]
-                result.triggers.append(
-                    Trigger(
-                        provider=provider,
-                        event=batch[index],
-                        at=decision.now - offset,
-                        count=count,
-                        first_at=first_at - offset,
-                        throttled_since_last=throttled_since,
-                        recent=tuple(seen[-RECENT_SAMPLES:]),
-                        rule=self.rule,
+        last_batch: dict[str, int] = {}  # per provider: the last batch that holds it
+        for position, events in enumerate(batches):
+            for event in events:
+                last_batch[event.provider] = position
+        done: dict[str, int] = {}  # per provider: its failures in the batches before this one
+        results = []
+        for position, events in enumerate(batches):
+            by_provider: dict[str, list[FailureEvent]] = {}
+            for event in events:
+                by_provider.setdefault(event.provider, []).append(event)
+            before = {provider: local.samples(provider) for provider in by_provider}
+            result = local.record_now(events, decide=also_local, fallback=True)
+            local_triggers, result.triggers = result.triggers, []
+            result.throttled.clear()  # the shared decision counts throttled hits, not this process's
+            for provider, batch in by_provider.items():
+                decision = decisions[provider]
+                start = done.get(provider, 0)
+                done[provider] = start + len(batch)
+                if decision.throttled and last_batch[provider] == position:
+                    result.throttled[provider] += decision.throttled
+                for index, count, first_at, throttled_since in decision.alerts:
+                    mine = index - start
+                    if not 0 <= mine < len(batch):
+                        continue
+                    seen = [*before[provider], *((local_now, e) for e in batch[: mine + 1])]
+                    result.triggers.append(
+                        Trigger(
+                            provider=provider,
+                            event=batch[mine],
+                            at=decision.now - offset,
+                            count=count,
+                            first_at=first_at - offset,
+                            throttled_since_last=throttled_since,
+                            recent=tuple(seen[-RECENT_SAMPLES:]),
+                            rule=self.rule,
+                        )
                     )
-                )
-        alerted = {trigger.provider for trigger in result.triggers}
-        result.triggers.extend(t for t in local_triggers if t.provider not in alerted)
-        return result
+            alerted = {trigger.provider for trigger in result.triggers}
+            result.triggers.extend(t for t in local_triggers if t.provider not in alerted)
+            results.append(result)
+        return results
 
     async def record(self, events: Sequence[FailureEvent]) -> Recorded:
         """Weigh every event in its provider's shared window, in order, at Redis's current time."""
@@ -273,6 +302,18 @@ def error_reason(exc: BaseException) -> str:
 BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError, TimeoutError, RuntimeError)
 
 
+class _Slot:
+    """One ingest batch in the queue of a group commit: its events, then its result or the lead."""
+
+    __slots__ = ("done", "events", "lead", "result")
+
+    def __init__(self, events: Sequence[FailureEvent]) -> None:
+        self.events = events
+        self.done = anyio.Event()  # set when `result` is ready, or when this batch is handed the lead
+        self.lead = False
+        self.result: Recorded | None = None
+
+
 class FailoverTracker:
     """Redis while it answers within `timeout`; this process's MemoryTracker otherwise (fail open)."""
 
@@ -301,6 +342,9 @@ class FailoverTracker:
         self._outage_logged = False
         self._decided_in_fallback = False
         self._healing_until: float | None = None
+        # Group commit: the batches waiting for the call in flight, and whether a call is in flight.
+        self._waiting: list[_Slot] = []
+        self._leading = False
         metrics.up.set(0)
 
     @property
@@ -345,21 +389,80 @@ class FailoverTracker:
             self._outage_logged = False
 
     async def record(self, events: Sequence[FailureEvent]) -> Recorded:
-        """Decide in Redis within the timeout; on any failure, decide these events locally."""
-        if self.up:
-            counts: dict[str, int] = {}
-            for event in events:
-                counts[event.provider] = counts.get(event.provider, 0) + 1
+        """Decide in Redis within the timeout; on any failure, decide these events locally.
+
+        Group commit: one call at a time per process. The batches that arrive while a call is in flight
+        wait, then the first of them leads: it decides all of them together, in arrival order, in one
+        call (one EVALSHA per provider for the whole group), and each batch gets back its own result.
+        """
+        if not self.up:
+            self._decided_in_fallback = True
+            return self.local.record_now(events, fallback=True)
+        slot = _Slot(events)
+        self._waiting.append(slot)
+        if self._leading:
             try:
-                with anyio.fail_after(self.timeout):
-                    decisions = await self.shared.decide(counts)
-            except BACKEND_ERRORS as exc:
-                self._failed(exc)
-            else:
-                healing = self._healing_until is not None and self.local.clock() <= self._healing_until
-                return self.shared.apply(events, decisions, also_local=healing)
-        self._decided_in_fallback = True
-        return self.local.record_now(events, fallback=True)
+                await slot.done.wait()
+            except BaseException:
+                self._abandon(slot)
+                raise
+            if slot.result is not None:
+                return slot.result
+        # First in, or handed the lead: decide everything waiting so far, this batch first.
+        self._leading = True
+        group, self._waiting = self._waiting, []
+        decisions = None
+        try:
+            if self.up:
+                decisions = await self._call(group)
+        finally:
+            # Also when cancelled mid-call: the group is decided locally, and the lead passes on.
+            self._settle(group, decisions)
+            self._hand_on()
+        assert slot.result is not None  # noqa: S101 - _settle gave every batch of the group its result
+        return slot.result
+
+    def _abandon(self, slot: _Slot) -> None:
+        # A waiting batch was cancelled. Not yet taken into a group: it leaves the queue, undecided (as a
+        # cancelled call would be). Handed the lead but not started: the lead goes to the next in line.
+        if slot in self._waiting:
+            self._waiting.remove(slot)
+        if slot.lead and slot.result is None:
+            slot.lead = False
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._waiting:
+            first = self._waiting[0]
+            first.lead = True
+            first.done.set()
+        else:
+            self._leading = False
+
+    async def _call(self, group: list[_Slot]) -> dict[str, Decision] | None:
+        counts: dict[str, int] = {}
+        for slot in group:
+            for event in slot.events:
+                counts[event.provider] = counts.get(event.provider, 0) + 1
+        try:
+            with anyio.fail_after(self.timeout):
+                return await self.shared.decide(counts)
+        except BACKEND_ERRORS as exc:
+            self._failed(exc)
+            return None
+
+    def _settle(self, group: list[_Slot], decisions: dict[str, Decision] | None) -> None:
+        if decisions is None:  # Redis failed, or the call was cancelled: each batch decided here, in order
+            self._decided_in_fallback = True
+            for slot in group:
+                slot.result = self.local.record_now(slot.events, fallback=True)
+        else:
+            healing = self._healing_until is not None and self.local.clock() <= self._healing_until
+            results = self.shared.apply_group([slot.events for slot in group], decisions, also_local=healing)
+            for slot, result in zip(group, results, strict=True):
+                slot.result = result
+        for slot in group[1:]:  # the first is the leader's own
+            slot.done.set()
 
     async def stats(self, provider: str) -> ProviderStats | None:
         """Shared figures while Redis answers, else this process's."""
