@@ -31,3 +31,30 @@ class ListenError(AlertdError):
     def __init__(self, variable: str, address: str, reason: str) -> None:
         self.variable = variable
         super().__init__(f"cannot listen on {variable}={address}: {reason}")
+
+
+class RulesError(AlertdError):
+    """Raised when a rules file (ALERTD_RULES_FILE) cannot be read, is not TOML, or breaks a rule of its shape."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if line is None else f"{path}:{line}: {reason}")
+
+
+class InvalidSilenceError(AlertdError):
+    """Raised when a silence request (`POST /v1/silences`) is malformed; `field` names the bad field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field} {reason}")
+
+
+class SilenceLimitError(AlertdError):
+    """Raised when a new silence would exceed the number of active silences a store holds."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"there are already {limit} active silences (the limit); expire some first")
