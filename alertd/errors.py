@@ -58,20 +58,3 @@ class SilenceLimitError(AlertdError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"there are already {limit} active silences (the limit); expire some first")
-
-
-class InvalidSilenceError(AlertdError):
-    """Raised when a silence request (`POST /v1/silences`) is malformed; `field` names the bad field."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field} {reason}")
-
-
-class SilenceLimitError(AlertdError):
-    """Raised when a new silence would exceed the number of active silences a store holds."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        super().__init__(f"there are already {limit} active silences (the limit); expire some first")
