@@ -70,8 +70,13 @@ class SilenceServer:
 
 
 @asynccontextmanager
-async def silence_server(token: str | None = TOKEN, max_active: int = 1000) -> AsyncIterator[SilenceServer]:
-    """The silences API as make_app serves it (same middleware, same CONFIG) on a real socket at 127.0.0.1."""
+async def silence_server(
+    token: str | None = TOKEN, max_active: int = 1000, unix_path: str | None = None
+) -> AsyncIterator[SilenceServer]:
+    """The silences API as make_app serves it (same middleware, same CONFIG) on a real socket at 127.0.0.1.
+
+    With `unix_path`, also on that Unix socket.
+    """
     env = {"ALERTD_LISTEN": "127.0.0.1:0", **({} if token is None else {"ALERTD_INGEST_TOKEN": token})}
     config = Config.from_environ(env)
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_errors])
@@ -87,6 +92,8 @@ async def silence_server(token: str | None = TOKEN, max_active: int = 1000) -> A
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
+        if unix_path is not None:
+            await web.UnixSite(runner, unix_path).start()
         async with aiohttp.ClientSession() as session:
             yield SilenceServer(f"http://127.0.0.1:{port}", clock, store, backend, session, stream, token)
     finally:
