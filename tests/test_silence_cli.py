@@ -88,9 +88,10 @@ async def test_created_by_and_plain_seconds(capsys: pytest.CaptureFixture[str]) 
         [listed] = await server.listing()
         assert (listed["id"], listed["created_by"]) == (out.strip(), "alice")
         assert listed["ends_at"] == "2027-01-15T08:01:30.000Z"
-        code, _, _ = await cli(capsys, {"ALERTD_LISTEN": server.url[7:], "ALERTD_INGEST_TOKEN": TOKEN}, *argv[:6])
+        code, out, _ = await cli(capsys, {"ALERTD_LISTEN": server.url[7:], "ALERTD_INGEST_TOKEN": TOKEN}, *argv[:6])
         assert code == 0
-        assert (await server.listing())[1]["created_by"] is None  # no --created-by, no $USER
+        by_id = {s["id"]: s for s in await server.listing()}
+        assert by_id[out.strip()]["created_by"] is None  # no --created-by, no $USER
 
 
 async def test_an_empty_list_prints_the_header(capsys: pytest.CaptureFixture[str]) -> None:
