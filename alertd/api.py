@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -16,10 +15,12 @@ from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alertd.anonymizer import Anonymizer
+from alertd.answers import CONFIG, authorized, error_response, unauthorized
 from alertd.config import Config
 from alertd.errors import InvalidEventError
 from alertd.event import CONTENT_TYPES, decode_valid_events, validate_events
 from alertd.service import AlertService
+from alertd.silence_api import add_silence_routes
 
 FAILURES_PATH = "/v1/failures"
 # Invalid bodies above this are checked in a worker thread (the Python validator takes ~0.1 s for 1 MiB).
@@ -35,16 +36,10 @@ class Health:
 
 
 SERVICE = web.AppKey("service", AlertService)
-CONFIG = web.AppKey("config", Config)
 ANONYMIZER = web.AppKey("anonymizer", Anonymizer)
 HEALTH = web.AppKey("health", Health)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_response(status: int, error: str, detail: str, **extra: Any) -> web.Response:
-    """The JSON body every error answer carries."""
-    return web.json_response({"error": error, "detail": detail, **extra}, status=status)
 
 
 def _reject(request: web.Request, reason: str, status: int, detail: str, **extra: Any) -> web.Response:
@@ -77,21 +72,6 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "internal_error", "alertd failed to handle the request; see its log")
 
 
-def _authorized(request: web.Request) -> bool:
-    token = request.app[CONFIG].ingest_token
-    if token is None:
-        return True
-    given = request.headers.get("Authorization", "")
-    # surrogateescape: a header byte that is not UTF-8 is a mismatch, not an error.
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
-
-
-def _unauthorized() -> web.Response:
-    response = error_response(401, "unauthorized", "a valid 'Authorization: Bearer <token>' header is required")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="alertd"'
-    return response
-
-
 async def _read_body(request: web.Request) -> bytes | web.Response:
     """The whole (inflated) body, or the error answer when it is too large, late, cut off or undecodable."""
     limit = request.app[CONFIG].max_body_bytes
@@ -121,9 +101,9 @@ async def _read_body(request: web.Request) -> bytes | web.Response:
 
 async def post_failures(request: web.Request) -> web.Response:
     """POST /v1/failures: record one event, a JSON array of events, or NDJSON."""
-    if not _authorized(request):
+    if not authorized(request):
         request.app[SERVICE].metrics.rejected.labels("unauthorized").inc()
-        return _unauthorized()
+        return unauthorized()
     if request.content_type not in CONTENT_TYPES:
         return _reject(
             request,
@@ -154,31 +134,41 @@ async def post_failures(request: web.Request) -> web.Response:
 
 async def get_providers(request: web.Request) -> web.Response:
     """GET /v1/providers: every tracked provider's figures."""
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     service = request.app[SERVICE]
     stats = await service.tracker.all_stats()
     mode = service.tracker.status()["mode"]
-    return web.json_response({"mode": mode, "providers": [service.describe(s) for s in stats]})
+    return web.json_response({"mode": mode, "providers": [await service.describe(s) for s in stats]})
 
 
 async def get_provider(request: web.Request) -> web.Response:
     """GET /v1/providers/{provider}: one provider's figures, 404 if it is not tracked."""
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     service = request.app[SERVICE]
     stats = await service.tracker.stats(request.match_info["provider"])
     mode = service.tracker.status()["mode"]
     if stats is None:
         return error_response(404, "not_found", "this provider is not tracked (no recent failures)", mode=mode)
-    return web.json_response({"mode": mode, **service.describe(stats)})
+    return web.json_response({"mode": mode, **(await service.describe(stats))})
 
 
 async def get_status(request: web.Request) -> web.Response:
     """GET /v1/status: the mode (`memory`, `redis` or `redis-fallback`) and the backend's details."""
-    if not _authorized(request):
-        return _unauthorized()
+    if not authorized(request):
+        return unauthorized()
     return web.json_response(request.app[SERVICE].tracker.status())
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    """GET /v1/rules: the rules in force, with their effective values."""
+    if not authorized(request):
+        return unauthorized()
+    rules = request.app[SERVICE].rules
+    if rules is None:  # only before the daemon has loaded them
+        return error_response(503, "not_ready", "the rules are not loaded yet")
+    return web.json_response(rules.to_json())
 
 
 def make_app(service: AlertService, config: Config, anonymizer: Anonymizer) -> web.Application:
@@ -191,6 +181,8 @@ def make_app(service: AlertService, config: Config, anonymizer: Anonymizer) -> w
     app.router.add_get("/v1/providers", get_providers)
     app.router.add_get("/v1/providers/{provider}", get_provider)
     app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/rules", get_rules)
+    add_silence_routes(app, service.silences, service.wall_clock, log=service.log)
     return app
 
 

@@ -1,4 +1,4 @@
-"""The `alertd` command: serve, check-config, send-test."""
+"""The `alertd` command: serve, check-config, send-test, silence."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from prometheus_client import disable_created_metrics
 
 from alertd import __version__
 from alertd.alert import build_alert
+from alertd.background import load_rules_file
 from alertd.config import Config
 from alertd.daemon import run
-from alertd.errors import ConfigError, ListenError
+from alertd.errors import ConfigError, ListenError, RulesError
 from alertd.event import FailureEvent
 from alertd.logs import make_logger
 from alertd.sentry import SentrySink
+from alertd.silence_cli import add_silence_commands, run_silence
 from alertd.tracker import Trigger
 from alertd.window import Rule
 
@@ -35,19 +37,30 @@ def _parser() -> argparse.ArgumentParser:
     send = commands.add_parser("send-test", help="send one labelled test alert to Sentry and wait for it")
     send.add_argument("--provider", default="alertd-send-test", help="provider name on the test alert")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for delivery")
+    add_silence_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "silence":
+        return run_silence(args, os.environ if environ is None else environ)
     try:
         config = Config.from_environ(os.environ if environ is None else environ)
     except ConfigError as exc:
         print(f"alertd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print(json.dumps({"config": config.redacted(), "warnings": list(config.warnings)}, indent=2))
+        try:
+            rules = load_rules_file(config)
+        except RulesError as exc:
+            print(f"alertd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        shown = {"config": config.redacted(), "warnings": list(config.warnings)}
+        if rules is not None:
+            shown["rules"] = rules.to_json()
+        print(json.dumps(shown, indent=2))
         return EXIT_OK
     if args.command == "send-test":
         return _send_test(config, args.provider, args.timeout)
@@ -61,10 +74,17 @@ def _serve(config: Config) -> int:
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
     failed: list[BaseException] = []
+    bad_rules: list[BaseException] = []
     try:
         anyio.run(run, config, log)
     except* ListenError as group:
         failed.extend(group.exceptions)
+    except* RulesError as group:
+        bad_rules.extend(group.exceptions)
+    if bad_rules:
+        log.error("rules_invalid", detail=str(bad_rules[0]))
+        print(f"alertd: {bad_rules[0]}", file=sys.stderr)
+        return EXIT_CONFIG
     if failed:
         log.error("listen_failed", detail=str(failed[0]))
         print(f"alertd: {failed[0]}", file=sys.stderr)

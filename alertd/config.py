@@ -205,6 +205,9 @@ class Config:
     resolve_after_seconds: float = 300.0
     # Set when SENTRY_AUTH_TOKEN and SENTRY_ORG are: resolve a provider's Sentry issue when its episode ends.
     sentry_api: SentryApi | None = None
+    rules_file: str | None = None
+    state_file: str | None = None
+    state_snapshot_seconds: float = 30.0
     warnings: tuple[str, ...] = ()
 
     @classmethod
@@ -303,6 +306,14 @@ class Config:
                 "a number from 0.001 to 1e7",
             ),
             sentry_api=sentry_api,
+            rules_file=env.get("ALERTD_RULES_FILE", None, _non_empty, "the path of a TOML rules file"),
+            state_file=env.get("ALERTD_STATE_FILE", None, _non_empty, "the path of a file alertd may write"),
+            state_snapshot_seconds=env.get(
+                "ALERTD_STATE_SNAPSHOT_SECONDS",
+                d.state_snapshot_seconds,
+                _seconds_in(0.1, 86_400.0),
+                "a number from 0.1 to 86400",
+            ),
             warnings=tuple(warnings),
         )
 
@@ -355,6 +366,9 @@ class Config:
             "SENTRY_AUTH_TOKEN": None if api is None else "<redacted>",
             "SENTRY_ORG": None if api is None else api.org,
             "SENTRY_API_URL": None if api is None else api.api_url,
+            "ALERTD_RULES_FILE": self.rules_file,
+            "ALERTD_STATE_FILE": self.state_file,
+            "ALERTD_STATE_SNAPSHOT_SECONDS": self.state_snapshot_seconds,
         }
 
 

@@ -24,6 +24,7 @@ from structlog.typing import FilteringBoundLogger
 from alertd import __version__
 from alertd.anonymizer import Anonymizer
 from alertd.api import Health, make_app, make_metrics_app
+from alertd.background import environment_rules, rules_reloader, run_background
 from alertd.config import Address, Config, ListenAddress, UnixAddress
 from alertd.listeners import LimitedSite, bind, bound, bound_listen
 from alertd.metrics import Metrics
@@ -31,7 +32,6 @@ from alertd.sentry import SentrySink
 from alertd.service import AlertService
 from alertd.sink import AlertSink, NullSink
 from alertd.tracker import MemoryTracker, Tracker
-from alertd.window import Rule
 
 SinkFactory = Callable[[AlertService], AlertSink]
 
@@ -55,9 +55,13 @@ def build_service(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> AlertService:
-    """The service with its tracker (in memory, or shared in Redis when ALERTD_REDIS_URL is set), no sink yet."""
-    rule = Rule(config.threshold, config.window_seconds, config.cooldown_seconds)
-    local = MemoryTracker(rule, config.max_providers, clock)
+    """The service with its tracker (in memory, or shared in Redis when ALERTD_REDIS_URL is set), no sink yet.
+
+    Every provider is judged by the environment's rule until `apply_rules` puts a rules file in force.
+    """
+    rules = environment_rules(config, wall_clock)
+    rule = rules.defaults.to_rule()
+    local = MemoryTracker(rule, config.max_providers, clock, rule_for=rules.core_rule_for)
     metrics = Metrics(registry, local.tracked)
     tracker: Tracker = local
     if config.redis_url is not None:
@@ -65,7 +69,9 @@ def build_service(
         from alertd.redis_tracker import build_failover_tracker  # noqa: PLC0415
 
         tracker = build_failover_tracker(config, rule, local, registry, log, clock=clock, wall_clock=wall_clock)
-    return AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
+    service = AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
+    service.rules = rules
+    return service
 
 
 def default_sink(config: Config) -> SinkFactory:
@@ -85,16 +91,6 @@ def default_sink(config: Config) -> SinkFactory:
     return make
 
 
-async def _cleanup_loop(service: AlertService, interval: float) -> None:
-    while True:
-        await anyio.sleep(interval)
-        try:
-            await service.cleanup()
-        except Exception as exc:
-            service.log.exception("cleanup_failed")
-            service.sink.report_exception(exc)
-
-
 async def serve(
     config: Config,
     log: FilteringBoundLogger,
@@ -106,7 +102,9 @@ async def serve(
     task_status: TaskStatus[Listening] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until cancelled; then drain within ALERTD_SHUTDOWN_TIMEOUT_SECONDS."""
-    service = build_service(config, log, registry or CollectorRegistry(), clock, wall_clock)
+    registry = registry or CollectorRegistry()
+    service = build_service(config, log, registry, clock, wall_clock)
+    reloader = rules_reloader(config, service, log, registry, wall_clock)
     service.sink = (make_sink or default_sink(config))(service)
     health = Health()
     anonymizer = Anonymizer(config.api_key_salt)
@@ -150,16 +148,12 @@ async def serve(
             threshold=config.threshold,
             window_seconds=config.window_seconds,
             cooldown_seconds=config.cooldown_seconds,
+            resolve_after_seconds=config.resolve_after_seconds,
             sentry="on" if config.sentry_dsn else "off",
+            sentry_resolve="on" if config.sentry_api else "off",
         )
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_cleanup_loop, service, config.cleanup_interval_seconds)
-            if config.redis_url is not None:
-                from alertd.redis_tracker import FailoverTracker  # noqa: PLC0415 - see build_service
-
-                if isinstance(service.tracker, FailoverTracker):
-                    # Connects once (bounded by ALERTD_REDIS_TIMEOUT_SECONDS), then reconnects after each outage.
-                    await tasks.start(service.tracker.run)
+            await tasks.start(run_background, config, service, reloader, clock)
             task_status.started(listening)
             await anyio.sleep_forever()
     finally:
@@ -215,10 +209,18 @@ async def _drain(
 
 async def run(config: Config, log: FilteringBoundLogger) -> None:
     """Serve until SIGTERM or SIGINT, then drain and return."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with anyio.create_task_group() as tasks:
-            await tasks.start(serve, config, log)
+            listening: Listening = await tasks.start(serve, config, log)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload_rules = listening.service.reload_rules
+                    if reload_rules is None:
+                        log.info("sighup_ignored", detail="ALERTD_RULES_FILE is unset: no rules to reload")
+                    else:
+                        # The file is small; reading it blocks the loop for well under a millisecond.
+                        reload_rules("SIGHUP")
+                    continue
                 log.info("shutdown_requested", signal=signal.Signals(signum).name)
                 tasks.cancel_scope.cancel()
                 break

@@ -9,8 +9,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 from alertd import __version__
+from alertd.resolver import OUTCOMES as SENTRY_API_OUTCOMES
+from alertd.tracker import Recorded
 
 SENTRY_OUTCOMES = ("sent", "queue_overflow", "rate_limited", "network_error", "http_error")
+IGNORE_REASONS = ("status", "error_type")
 REJECT_REASONS = (
     "unauthorized",
     "unsupported_media_type",
@@ -56,6 +59,36 @@ class Metrics:
             "Providers evicted because ALERTD_MAX_PROVIDERS was reached.",
             registry=registry,
         )
+        self.ignored = Counter(
+            "alertd_failures_ignored",
+            "Failures the provider's rule does not count, by provider and reason (status or error_type).",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.silenced = Counter(
+            "alertd_alerts_silenced",
+            "Alerts a silence suppressed (they start the cooldown as a sent alert would), by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.resolved = Counter(
+            "alertd_alerts_resolved",
+            "Firing episodes resolved (RESOLVE_AFTER passed with no threshold hit), by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.firing = Gauge(
+            "alertd_provider_firing",
+            "1 while the provider's firing episode is open, 0 after it resolved (until the provider is forgotten).",
+            ["provider"],
+            registry=registry,
+        )
+        self.sentry_api_requests = Counter(
+            "alertd_sentry_api_requests",
+            "Calls to Sentry's Web API that resolve a provider's issue, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
         self.tracked = Gauge("alertd_tracked_providers", "Providers currently tracked.", registry=registry)
         self.tracked.set_function(lambda: float(tracked()))
         Info("alertd_build", "alertd's version.", registry=registry).info({"version": __version__})
@@ -63,6 +96,8 @@ class Metrics:
             self.sentry_events.labels(outcome)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for outcome in SENTRY_API_OUTCOMES:
+            self.sentry_api_requests.labels(outcome)
 
     def add_provider(self, provider: str) -> None:
         """Create the provider's series at zero, so the first increase shows up in rate()."""
@@ -79,13 +114,49 @@ class Metrics:
             )
         return found
 
+    def count(self, recorded: Recorded) -> set[str]:
+        """Count what one batch did; returns the providers it evicted and that are not tracked at its end."""
+        if recorded.evicted:
+            self.forget(recorded.evicted)
+            self.evicted.inc(len(recorded.evicted))
+        # Providers evicted by this batch and not tracked at its end get no series (the cap bounds them).
+        gone = set(recorded.evicted).difference(recorded.admitted)
+        for provider in recorded.admitted:
+            self.add_provider(provider)
+        for provider, count in recorded.failures.items():
+            if provider not in gone:
+                self.series(provider)[0].inc(count)
+        for provider, count in recorded.throttled.items():
+            if provider not in gone:
+                self.series(provider)[2].inc(count)
+        for (provider, reason), count in recorded.ignored.items():
+            if provider not in gone:
+                self.ignored.labels(provider, reason).inc(count)
+        return gone
+
+    def set_firing(self, provider: str, *, firing: bool) -> None:
+        """Mark the provider's episode open (1) or resolved (0)."""
+        self.firing.labels(provider).set(1.0 if firing else 0.0)
+
+    def count_resolution(self, provider: str) -> None:
+        """Count one resolved episode; the firing gauge drops to an explicit 0."""
+        self.resolved.labels(provider).inc()
+        self.firing.labels(provider).set(0.0)
+
+    def count_sentry_api_request(self, outcome: str) -> None:
+        """Count one call to Sentry's Web API by its outcome."""
+        self.sentry_api_requests.labels(outcome).inc()
+
     def forget(self, providers: Iterable[str]) -> None:
         """Remove the series of providers that are no longer tracked."""
         for provider in providers:
             self._series.pop(provider, None)
-            for counter in (self.failures, self.alerts, self.throttled):
+            for counter in (self.failures, self.alerts, self.throttled, self.silenced, self.resolved, self.firing):
                 with contextlib.suppress(KeyError):
                     counter.remove(provider)
+            for reason in IGNORE_REASONS:
+                with contextlib.suppress(KeyError):
+                    self.ignored.remove(provider, reason)
 
 
 BACKEND_ERROR_REASONS = ("timeout", "connection", "auth", "response", "other")

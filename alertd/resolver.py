@@ -18,11 +18,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
+from alertd.alert import KIND, KIND_TAG
 from alertd.sentry_config import SentryApi
-
-# The constant tag every alert carries, so that the query selects alertd's issues only.
-KIND_TAG = "alertd_kind"
-KIND_VALUE = "upstream_failure"
 
 # One outcome per call, for alertd_sentry_api_requests_total{outcome}:
 RESOLVED = "resolved"  # 2xx other than 204: Sentry resolved the provider's unresolved issue
@@ -63,7 +60,7 @@ def search_quote(value: str) -> str:
 
 def resolve_query(provider: str) -> str:
     """The issue search that selects exactly this provider's unresolved alert issue."""
-    return f"is:unresolved {KIND_TAG}:{KIND_VALUE} provider:{search_quote(provider)}"
+    return f"is:unresolved {KIND_TAG}:{KIND} provider:{search_quote(provider)}"
 
 
 def build_resolve_request(api: SentryApi, provider: str) -> ResolveRequest:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from alertd.alert import iso as rfc3339
 from alertd.errors import RulesError
+from alertd.window import DEFAULT_LEVEL, Rule
 
 LEVELS = ("debug", "info", "warning", "error", "fatal")  # Sentry levels
 MAX_THRESHOLD = 10_000
@@ -30,7 +32,6 @@ MAX_FILE_BYTES = 1 << 20
 # rule_for remembers this many providers per RuleSet, then starts over.
 RULE_CACHE_SIZE = 100_000
 
-DEFAULT_LEVEL = "error"
 _STATUS_CLASSES = {f"{n}xx": n for n in range(1, 6)}
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
 
@@ -62,22 +63,21 @@ class ProviderRule:
     tiers: tuple[Tier, ...] = ()  # ascending threshold; () = one implicit tier (threshold, "error")
 
     def ignores(self, status: int | None, error_type: str | None) -> str | None:
-        """Why a failure does not count: "error_type", "status", or None when it counts.
+        """Why a failure does not count: "error_type", "status", or None when it counts (see `Rule.ignores`)."""
+        return self.to_rule().ignores(status, error_type)
 
-        "error_type" if error_type is in ignore_error_types (whatever the status), else "status" when status is
-        not None, count_status is set and the status matches neither its codes nor its classes.
-        A failure without a status always counts (unless its error type is ignored).
-        """
-        if error_type is not None and error_type in self.ignore_error_types:
-            return "error_type"
-        if (
-            status is not None
-            and self.count_status is not None
-            and status not in self.count_status
-            and status // 100 not in self.count_classes
-        ):
-            return "status"
-        return None
+    def to_rule(self) -> Rule:
+        """The detection rule the pure core applies."""
+        return Rule(
+            threshold=self.threshold,
+            window=self.window_seconds,
+            cooldown=self.cooldown_seconds,
+            resolve_after=self.resolve_after_seconds,
+            tiers=tuple((tier.threshold, tier.level) for tier in self.tiers),
+            count_status=self.count_status,
+            count_classes=self.count_classes,
+            ignore_error_types=self.ignore_error_types,
+        )
 
     @property
     def effective_tiers(self) -> tuple[Tier, ...]:
@@ -140,6 +140,7 @@ class RuleSet:
     rules: tuple[ProviderRule, ...] = ()
     silences: tuple[DeclaredSilence, ...] = ()
     _cache: dict[str, ProviderRule] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _core: dict[ProviderRule, Rule] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def rule_for(self, provider: str) -> ProviderRule:
         """The first `[[rule]]` whose globs match the provider, else the defaults; remembered per provider."""
@@ -150,6 +151,14 @@ class RuleSet:
                 self._cache.clear()
             self._cache[provider] = found
         return found
+
+    def core_rule_for(self, provider: str) -> Rule:
+        """`rule_for(provider)` as the pure core's Rule; one Rule object per ProviderRule, so `is` compares them."""
+        rule = self.rule_for(provider)
+        core = self._core.get(rule)
+        if core is None:
+            core = self._core[rule] = rule.to_rule()
+        return core
 
     def silence_for(self, provider: str, now_epoch: float) -> DeclaredSilence | None:
         """The first declared silence covering the provider now, or None."""
@@ -164,11 +173,6 @@ class RuleSet:
             "rules": [rule.to_json() for rule in self.rules],
             "silences": [silence.to_json() for silence in self.silences],
         }
-
-
-def rfc3339(epoch: float) -> str:
-    """RFC 3339 UTC time with milliseconds."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rules_from_environment(

@@ -6,9 +6,7 @@ It holds no sockets; `api` calls it from request handlers and `daemon` from its 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,68 +14,17 @@ import anyio
 from structlog.typing import FilteringBoundLogger
 
 from alertd.alert import Alert, build_alert, iso
+from alertd.delivery import DeliveryLedger
 from alertd.event import FailureEvent
 from alertd.metrics import Metrics
-from alertd.sink import AlertSink
+from alertd.rules import RuleSet
+from alertd.silences import MemorySilences, SilenceBackend, SilenceStore
+from alertd.sink import AlertSink, NullResolutionSink, ResolutionSink
 from alertd.tracker import ProviderStats, Tracker
+from alertd.window import Resolution
 
 # A batch is weighed this many events at a time, letting other requests in between (all before the 202).
 INGEST_CHUNK = 512
-# Alerts whose delivery outcome is still unknown, remembered at most (the SDK queue holds 100).
-MAX_PENDING_DELIVERIES = 10_000
-
-
-class DeliveryLedger:
-    """Per provider: how many alerts could not be delivered, and how many of those a delivered alert reported.
-
-    Outcomes arrive from the SDK's worker thread; a lock guards the few dict operations. Both maps are
-    bounded: providers by `max_providers` (least recently used out), pending alerts by MAX_PENDING_DELIVERIES.
-    """
-
-    def __init__(self, max_providers: int) -> None:
-        self._lock = threading.Lock()
-        self._max_providers = max_providers
-        # provider -> [alerts known undelivered, of those: reported by a delivered alert]
-        self._providers: OrderedDict[str, list[int]] = OrderedDict()
-        # event id -> (provider, undelivered count when that alert was built)
-        self._pending: OrderedDict[str, tuple[str, int]] = OrderedDict()
-
-    def _entry(self, provider: str) -> list[int]:
-        entry = self._providers.get(provider)
-        if entry is None:
-            entry = self._providers[provider] = [0, 0]
-            if len(self._providers) > self._max_providers:
-                self._providers.popitem(last=False)
-        else:
-            self._providers.move_to_end(provider)
-        return entry
-
-    def expect(self, event_id: str, provider: str) -> int:
-        """Note an alert about to be sent; returns how many undelivered alerts it must report."""
-        with self._lock:
-            lost, reported = self._entry(provider)
-            self._pending[event_id] = (provider, lost)
-            if len(self._pending) > MAX_PENDING_DELIVERIES:
-                self._pending.popitem(last=False)
-            return max(0, lost - reported)
-
-    def settle(self, event_id: str, *, delivered: bool) -> None:
-        """Record the outcome of an alert; unknown ids (alertd's own errors) are ignored."""
-        with self._lock:
-            pending = self._pending.pop(event_id, None)
-            if pending is None:
-                return
-            provider, lost_when_built = pending
-            entry = self._entry(provider)
-            if delivered:
-                entry[1] = max(entry[1], lost_when_built)
-            else:
-                entry[0] += 1
-
-    def pending(self) -> int:
-        """Alerts sent whose outcome is not known yet."""
-        with self._lock:
-            return len(self._pending)
 
 
 class AlertService:
@@ -102,6 +49,14 @@ class AlertService:
         self.evicted_since_cleanup = 0
         self.accepted_total = 0
         self.deliveries = DeliveryLedger(getattr(tracker, "max_providers", 10_000))
+        self.resolutions: ResolutionSink = NullResolutionSink()
+        # API silences (POST /v1/silences): this process's own; cluster mode shares them in Redis.
+        self.silences: SilenceBackend = MemorySilences(SilenceStore(), wall_clock)
+        # The rules in force (GET /v1/rules, declared silences); `daemon` sets them and reloads them.
+        self.rules: RuleSet | None = None
+        # Re-reads ALERTD_RULES_FILE (on SIGHUP); None when it is unset.
+        self.reload_rules: Callable[[str], bool] | None = None
+        self._episode_opened = anyio.Event()
 
     def epoch_offset(self) -> float:
         """Seconds to add to a monotonic time to get epoch time."""
@@ -124,25 +79,95 @@ class AlertService:
         recorded = await self.tracker.record(events)
         self.accepted_total += len(events)
         metrics = self.metrics
-        if recorded.evicted:
-            metrics.forget(recorded.evicted)
-            metrics.evicted.inc(len(recorded.evicted))
-            self.evicted_since_cleanup += len(recorded.evicted)
-        # Providers evicted by this batch and not tracked at its end get no series (the cap bounds them).
-        gone = set(recorded.evicted).difference(recorded.admitted)
-        for provider in recorded.admitted:
-            metrics.add_provider(provider)
-        for provider, count in recorded.failures.items():
-            if provider not in gone:
-                metrics.series(provider)[0].inc(count)
-        for provider, count in recorded.throttled.items():
-            if provider not in gone:
-                metrics.series(provider)[2].inc(count)
+        self.evicted_since_cleanup += len(recorded.evicted)
+        gone = metrics.count(recorded)
+        if recorded.resolutions:
+            await self._resolved(recorded.resolutions, gone)
         if not recorded.triggers:
             return []
         offset = self.epoch_offset()
         alerts = [build_alert(trigger, offset) for trigger in recorded.triggers]
-        return [self.fire(alert, tracked=alert.provider not in gone) for alert in alerts]
+        for alert in alerts:
+            if alert.opens_episode:
+                self.resolutions.cancel(alert.provider)
+                if alert.provider not in gone:
+                    metrics.set_firing(alert.provider, firing=True)
+                self._episode_opened.set()
+        fired = []
+        for alert in alerts:
+            silence = await self.silence_for(alert.provider)
+            if silence is None:
+                fired.append(self.fire(alert, tracked=alert.provider not in gone))
+            else:
+                self._silenced(alert, silence, tracked=alert.provider not in gone)
+        return fired
+
+    async def silence_for(self, provider: str) -> dict[str, Any] | None:
+        """The silence covering `provider` now (`id`, `ends_at`, `comment`), from the rules file or the API."""
+        rules = self.rules
+        if rules is not None and rules.silences:
+            declared = rules.silence_for(provider, self.wall_clock())
+            if declared is not None:
+                # Declared silences have no id of their own: their place in the file names them.
+                number = rules.silences.index(declared) + 1
+                return {"id": f"rules:{number}", "ends_at": iso(declared.ends_at), "comment": declared.comment}
+        silence = await self.silences.covering(provider)
+        if silence is None:
+            return None
+        return {"id": silence.id, "ends_at": iso(silence.ends_at), "comment": silence.comment}
+
+    def _silenced(self, alert: Alert, silence: dict[str, Any], *, tracked: bool) -> None:
+        if tracked:
+            self.metrics.silenced.labels(alert.provider).inc()
+        self.log.info(
+            "alert_silenced",
+            provider=alert.provider,
+            silence_id=silence["id"],
+            silenced_until=silence["ends_at"],
+            event_id=alert.event_id,
+            message=alert.message,
+        )
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        """Put `rules` in force: each provider's next failure is judged by its rule; windows carry over."""
+        self.rules = rules
+        self.tracker.set_rules(rules.core_rule_for)
+
+    def episode_opened(self) -> anyio.Event:
+        """An event set when the next episode opens (a new deadline to wait for); fresh after each."""
+        if self._episode_opened.is_set():
+            self._episode_opened = anyio.Event()
+        return self._episode_opened
+
+    async def resolve_due(self) -> float | None:
+        """Resolve the episodes whose deadline has passed; returns the next deadline known (monotonic)."""
+        resolutions, next_deadline = await self.tracker.resolve_due()
+        if resolutions:
+            await self._resolved(resolutions, set())
+        return next_deadline
+
+    async def _resolved(self, resolutions: list[Resolution], gone: set[str]) -> None:
+        offset = self.epoch_offset()
+        for resolution in resolutions:
+            provider, episode = resolution.provider, resolution.episode
+            if provider not in gone:
+                self.metrics.count_resolution(provider)
+            self.log.info(
+                "alert_resolved",
+                provider=provider,
+                episode_started_at=iso(episode.started_at + offset),
+                resolved_at=iso(resolution.at + offset),
+                duration_seconds=round(resolution.at - episode.started_at, 3),
+                last_threshold_hit_at=iso(episode.last_hit + offset),
+                alerts=episode.alerts,
+                throttled=episode.throttled,
+                failures=episode.failures,
+            )
+            silence = await self.silence_for(provider)
+            if silence is None:
+                self.resolutions.resolve(provider)
+            else:
+                self.log.info("resolution_silenced", provider=provider, silence_id=silence["id"])
 
     def fire(self, alert: Alert, *, tracked: bool = True) -> Alert:
         """Count, log and send one alert; returns it as sent, with its undelivered count."""
@@ -179,13 +204,24 @@ class AlertService:
         if outcome != "sent":
             self.log.warning("sentry_event_undelivered", event_id=event_id, outcome=outcome)
 
-    def describe(self, stats: ProviderStats) -> dict[str, Any]:
-        """A provider's figures as the query API shows them."""
+    async def describe(self, stats: ProviderStats) -> dict[str, Any]:
+        """A provider's figures as the query API shows them, with the silence covering it, if any."""
         offset = self.epoch_offset()
 
         def when(mono: float | None) -> str | None:
             return None if mono is None else iso(mono + offset)
 
+        episode = stats.episode
+        shown: dict[str, Any] = {"state": "ok" if episode is None else "firing"}
+        if episode is not None:
+            shown |= {
+                "started_at": when(episode.started_at),
+                "alerts": episode.alerts,
+                "throttled": episode.throttled,
+                "failures": episode.failures,
+                "last_threshold_hit_at": when(episode.last_hit),
+            }
+        shown["last_resolved_at"] = when(stats.last_resolved)
         return {
             "provider": stats.provider,
             "state": stats.state.value,
@@ -195,4 +231,6 @@ class AlertService:
             "throttled_total": stats.throttled_total,
             "last_failure_at": when(stats.last_failure),
             "last_alert_at": when(stats.last_alert),
+            "episode": shown,
+            "silenced_by": await self.silence_for(stats.provider),
         }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import anyio
 from aiohttp import web
@@ -17,58 +16,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from structlog.typing import FilteringBoundLogger
 
-# A module import, not `from alertd.api import ...`: alertd.api imports this module from make_app's module,
-# and the names are looked up when a request comes, once both modules are complete.
-from alertd import api
+from alertd.answers import CONFIG, authorized, error_response, unauthorized
 from alertd.errors import InvalidSilenceError, SilenceLimitError
-from alertd.silences import Silence, SilenceStore, parse_silence_request
+from alertd.silences import SilenceBackend, parse_silence_request
 
 SILENCES_PATH = "/v1/silences"
 MAX_SILENCE_BODY_BYTES = 64 * 1024
-
-
-class SilenceBackend(Protocol):
-    """Where the API's silences live: this process's memory, or Redis in cluster mode."""
-
-    async def add(self, providers: str, ends_at: float, comment: str, created_by: str | None) -> Silence:
-        """Create a silence from now to `ends_at`; raises SilenceLimitError when too many are active."""
-        ...
-
-    async def expire(self, silence_id: str) -> bool:
-        """End a silence now; False when the id is unknown (or it ended over an hour ago)."""
-        ...
-
-    async def listing(self) -> list[Silence]:
-        """The active silences and those that ended in the last hour."""
-        ...
-
-    async def covering(self, provider: str) -> Silence | None:
-        """The active silence covering `provider` (the one ending last), if any."""
-        ...
-
-
-class MemorySilences:
-    """The silences of this process (per-pod mode): a SilenceStore read at the wall clock's time."""
-
-    def __init__(self, store: SilenceStore, wall_clock: Callable[[], float] = time.time) -> None:
-        self.store = store
-        self._wall_clock = wall_clock
-
-    async def add(self, providers: str, ends_at: float, comment: str, created_by: str | None) -> Silence:
-        """Create a silence from now to `ends_at`; raises SilenceLimitError when too many are active."""
-        return self.store.add(providers, ends_at, comment, created_by, self._wall_clock())
-
-    async def expire(self, silence_id: str) -> bool:
-        """End a silence now; False when the id is unknown (or it ended over an hour ago)."""
-        return self.store.expire(silence_id, self._wall_clock())
-
-    async def listing(self) -> list[Silence]:
-        """The active silences and those that ended in the last hour."""
-        return self.store.listing(self._wall_clock())
-
-    async def covering(self, provider: str) -> Silence | None:
-        """The active silence covering `provider` (the one ending last), if any."""
-        return self.store.covering(provider, self._wall_clock())
 
 
 SILENCES = web.AppKey[SilenceBackend]("silences")
@@ -77,34 +30,34 @@ SILENCE_LOG = web.AppKey[FilteringBoundLogger | None]("silences_log")
 
 
 def _invalid(field: str, detail: str) -> web.Response:
-    return api.error_response(400, "invalid_silence", detail, field=field)
+    return error_response(400, "invalid_silence", detail, field=field)
 
 
 async def _read_body(request: web.Request) -> bytes | web.Response:
     """The whole body, or the error answer when it is too large, late, cut off or undecodable."""
     too_large = f"a silence request is at most {MAX_SILENCE_BODY_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_SILENCE_BODY_BYTES:
-        return api.error_response(413, "body_too_large", too_large)
-    timeout = request.app[api.CONFIG].client_timeout_seconds
+        return error_response(413, "body_too_large", too_large)
+    timeout = request.app[CONFIG].client_timeout_seconds
     body = bytearray()
     try:
         with anyio.fail_after(timeout):
             async for chunk in request.content.iter_any():
                 body += chunk
                 if len(body) > MAX_SILENCE_BODY_BYTES:
-                    response = api.error_response(413, "body_too_large", too_large)
+                    response = error_response(413, "body_too_large", too_large)
                     response.force_close()  # the rest of the body is not worth reading
                     return response
     except TimeoutError:
-        response = api.error_response(
+        response = error_response(
             408, "incomplete_body", f"the body did not arrive within ALERTD_CLIENT_TIMEOUT_SECONDS ({timeout:g}s)"
         )
         response.force_close()
         return response
     except ConnectionError:
-        return api.error_response(400, "incomplete_body", "the client closed the connection before the body arrived")
+        return error_response(400, "incomplete_body", "the client closed the connection before the body arrived")
     except (RequestPayloadError, HttpProcessingError):
-        return api.error_response(400, "invalid_body", "the body could not be decoded as its Content-Encoding says")
+        return error_response(400, "invalid_body", "the body could not be decoded as its Content-Encoding says")
     return bytes(body)
 
 
@@ -117,8 +70,8 @@ def _parse_json(body: bytes) -> object | web.Response:
 
 async def post_silence(request: web.Request) -> web.Response:
     """POST /v1/silences: create a silence; 201 with its id."""
-    if not api._authorized(request):
-        return api._unauthorized()
+    if not authorized(request):
+        return unauthorized()
     raw = await _read_body(request)
     body = raw if isinstance(raw, web.Response) else _parse_json(raw)
     if isinstance(body, web.Response):
@@ -131,7 +84,7 @@ async def post_silence(request: web.Request) -> web.Response:
     try:
         silence = await request.app[SILENCES].add(providers, ends_at, comment, created_by)
     except SilenceLimitError as exc:
-        return api.error_response(409, "too_many_silences", str(exc))
+        return error_response(409, "too_many_silences", str(exc))
     log = request.app[SILENCE_LOG]
     if log is not None:
         log.info(
@@ -147,8 +100,8 @@ async def post_silence(request: web.Request) -> web.Response:
 
 async def list_silences(request: web.Request) -> web.Response:
     """GET /v1/silences: the active silences and those that ended in the last hour."""
-    if not api._authorized(request):
-        return api._unauthorized()
+    if not authorized(request):
+        return unauthorized()
     now = request.app[WALL_CLOCK]()
     silences = await request.app[SILENCES].listing()
     return web.json_response({"silences": [s.to_json(now) for s in silences]})
@@ -156,11 +109,11 @@ async def list_silences(request: web.Request) -> web.Response:
 
 async def delete_silence(request: web.Request) -> web.Response:
     """DELETE /v1/silences/{id}: expire a silence now; 204, or 404 for an unknown id."""
-    if not api._authorized(request):
-        return api._unauthorized()
+    if not authorized(request):
+        return unauthorized()
     silence_id = request.match_info["id"]
     if not await request.app[SILENCES].expire(silence_id):
-        return api.error_response(404, "not_found", "no such silence (or it ended over an hour ago)")
+        return error_response(404, "not_found", "no such silence (or it ended over an hour ago)")
     log = request.app[SILENCE_LOG]
     if log is not None:
         log.info("silence_expired", silence_id=silence_id)
@@ -173,7 +126,7 @@ def add_silence_routes(
     wall_clock: Callable[[], float] = time.time,
     log: FilteringBoundLogger | None = None,
 ) -> None:
-    """Serve the silences API on `app` (which holds api.CONFIG, for the token); `log` gets who silenced what."""
+    """Serve the silences API on `app` (which holds CONFIG, for the token); `log` gets who silenced what."""
     app[SILENCES] = backend
     app[WALL_CLOCK] = wall_clock
     app[SILENCE_LOG] = log

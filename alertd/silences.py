@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
 from alertd.errors import InvalidSilenceError, SilenceLimitError
 
@@ -256,3 +257,47 @@ def parse_duration(text: str) -> float:
     if not 0 < seconds <= MAX_DURATION_SECONDS or not math.isfinite(seconds):
         raise ValueError(f"{text!r} is not a duration > 0 and at most 366 days")
     return seconds
+
+
+class SilenceBackend(Protocol):
+    """Where the API's silences live: this process's memory, or Redis in cluster mode."""
+
+    async def add(self, providers: str, ends_at: float, comment: str, created_by: str | None) -> Silence:
+        """Create a silence from now to `ends_at`; raises SilenceLimitError when too many are active."""
+        ...
+
+    async def expire(self, silence_id: str) -> bool:
+        """End a silence now; False when the id is unknown (or it ended over an hour ago)."""
+        ...
+
+    async def listing(self) -> list[Silence]:
+        """The active silences and those that ended in the last hour."""
+        ...
+
+    async def covering(self, provider: str) -> Silence | None:
+        """The active silence covering `provider` (the one ending last), if any."""
+        ...
+
+
+class MemorySilences:
+    """The silences of this process (per-pod mode): a SilenceStore read at the wall clock's time."""
+
+    def __init__(self, store: SilenceStore, wall_clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._wall_clock = wall_clock
+
+    async def add(self, providers: str, ends_at: float, comment: str, created_by: str | None) -> Silence:
+        """Create a silence from now to `ends_at`; raises SilenceLimitError when too many are active."""
+        return self.store.add(providers, ends_at, comment, created_by, self._wall_clock())
+
+    async def expire(self, silence_id: str) -> bool:
+        """End a silence now; False when the id is unknown (or it ended over an hour ago)."""
+        return self.store.expire(silence_id, self._wall_clock())
+
+    async def listing(self) -> list[Silence]:
+        """The active silences and those that ended in the last hour."""
+        return self.store.listing(self._wall_clock())
+
+    async def covering(self, provider: str) -> Silence | None:
+        """The active silence covering `provider` (the one ending last), if any."""
+        return self.store.covering(provider, self._wall_clock())

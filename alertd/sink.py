@@ -34,3 +34,25 @@ class NullSink:
 
     async def aclose(self, grace: float) -> None:
         """Nothing to deliver."""
+
+
+class ResolutionSink(Protocol):
+    """Tells the outside world that a provider's episode resolved (Sentry's Web API). Never blocks."""
+
+    def resolve(self, provider: str) -> None:
+        """Queue the resolution of the provider's alert issue."""
+        ...
+
+    def cancel(self, provider: str) -> None:
+        """The provider's next episode opened: drop its pending resolution."""
+        ...
+
+
+class NullResolutionSink:
+    """No Sentry Web API configured: resolutions are only logged and counted."""
+
+    def resolve(self, provider: str) -> None:
+        """Nothing to resolve elsewhere."""
+
+    def cancel(self, provider: str) -> None:
+        """Nothing pending."""

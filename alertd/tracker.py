@@ -6,6 +6,7 @@ in-memory tracker does its work synchronously and never awaits.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from alertd.event import FailureEvent
-from alertd.window import ProviderWindow, Rule, State, Verdict
+from alertd.window import Episode, ProviderWindow, Resolution, Rule, State, Verdict
 
 RECENT_SAMPLES = 5
 # How far from the least recently seen end eviction looks for an idle provider before it gives up.
@@ -34,6 +35,11 @@ class Trigger:
     rule: Rule
     # Decided by this process alone because the shared (Redis) tracker did not answer.
     fallback: bool = False
+    # The firing episode this alert belongs to: its start, and this alert's rank in it (1 opens it).
+    episode_started_at: float | None = None
+    episode_alerts: int = 1
+    # The tier reached: an index into rule.levels.
+    tier: int = 0
 
 
 @dataclass(slots=True)
@@ -45,6 +51,10 @@ class Recorded:
     triggers: list[Trigger] = field(default_factory=list)
     admitted: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)
+    # Episodes found past their deadline when their provider's next failure arrived.
+    resolutions: list[Resolution] = field(default_factory=list)
+    # Failures the provider's rule does not count, by (provider, reason): `status` or `error_type`.
+    ignored: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +69,22 @@ class ProviderStats:
     throttled_total: int
     last_failure: float | None
     last_alert: float | None
+    episode: Episode | None = None
+    last_resolved: float | None = None
 
     @classmethod
     def of(cls, provider: str, window: ProviderWindow, now: float, offset: float = 0.0) -> ProviderStats:
         """The figures of `window` at `now`; `offset` is subtracted from its times (another clock's)."""
-        last_failure, last_alert = window.last_failure, window.last_alert
+        last_failure, last_alert, last_resolved = window.last_failure, window.last_alert, window.last_resolved
+        episode = window.episode
+        if episode is not None and offset:
+            episode = Episode(
+                episode.started_at - offset,
+                episode.alerts,
+                episode.throttled,
+                episode.failures,
+                episode.last_hit - offset,
+            )
         return cls(
             provider=provider,
             state=window.state(now),
@@ -73,6 +94,8 @@ class ProviderStats:
             throttled_total=window.throttled_total,
             last_failure=None if last_failure is None else last_failure - offset,
             last_alert=None if last_alert is None else last_alert - offset,
+            episode=episode,
+            last_resolved=None if last_resolved is None else last_resolved - offset,
         )
 
 
@@ -93,6 +116,14 @@ class Tracker(Protocol):
 
     async def cleanup(self) -> list[str]:
         """Forget idle providers; returns their names."""
+        ...
+
+    async def resolve_due(self) -> tuple[list[Resolution], float | None]:
+        """Resolve the episodes whose deadline has passed; also returns the next deadline known, if any."""
+        ...
+
+    def set_rules(self, rule_for: Callable[[str], Rule]) -> None:
+        """Judge each provider's next failures by `rule_for(provider)`; windows carry over."""
         ...
 
     def tracked(self) -> int:
@@ -120,12 +151,18 @@ class MemoryTracker:
         rule: Rule,
         max_providers: int,
         clock: Callable[[], float] = time.monotonic,
+        rule_for: Callable[[str], Rule] | None = None,
     ) -> None:
         self.rule = rule
         self.max_providers = max_providers
         self.clock = clock
+        self.rule_for: Callable[[str], Rule] = rule_for or (lambda _provider: rule)
         # Ordered from least to most recently seen, so eviction and idleness start at the front.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # (resolve deadline, provider) of open episodes, earliest first; a deadline a later threshold hit
+        # moved is corrected when it comes up. At most one entry per provider.
+        self._deadlines: list[tuple[float, str]] = []
+        self._scheduled: set[str] = set()
 
     def record_now(self, events: Sequence[FailureEvent], *, decide: bool = True, fallback: bool = False) -> Recorded:
         """Synchronous `record`; with `decide` false, failures are only recorded (another tracker decides).
@@ -137,49 +174,88 @@ class MemoryTracker:
         by_provider: dict[str, list[FailureEvent]] = {}
         for event in events:
             by_provider.setdefault(event.provider, []).append(event)
-        for provider, batch in by_provider.items():
+        for provider, events_of_provider in by_provider.items():
+            rule = self.rule_for(provider)
             entry = self._entries.get(provider)
             if entry is None:
-                entry = self._admit(provider, now, result)
+                entry = self._admit(provider, rule, now, result)
             else:
                 self._entries.move_to_end(provider)
+                if entry.window.rule is not rule:
+                    entry.window.change_rule(rule)
             window = entry.window
+            result.failures[provider] += len(events_of_provider)
+            batch = self._counted(provider, rule, events_of_provider, result)
+            if window.episode_start is not None:
+                # Its deadline may have passed unnoticed: resolve before this batch is weighed.
+                resolved = window.resolve_due(now)
+                if resolved is not None:
+                    result.resolutions.append(Resolution(provider, resolved, now))
             if not decide:
                 for event in batch:
                     window.observe(now)
                     entry.samples.append((now, event))
-                result.failures[provider] += len(batch)
-                continue
-            for event in batch:
-                verdict = window.record(now)
-                entry.samples.append((now, event))
-                if verdict is Verdict.THROTTLED:
-                    result.throttled[provider] += 1
-                elif verdict is Verdict.ALERT:
-                    result.triggers.append(
-                        Trigger(
-                            provider=provider,
-                            event=event,
-                            at=now,
-                            count=window.count_in_window(now),
-                            first_at=window.first_in_window(now) or now,
-                            throttled_since_last=window.mark_alert_sent(),
-                            recent=tuple(entry.samples),
-                            rule=self.rule,
-                            fallback=fallback,
-                        )
-                    )
-            result.failures[provider] += len(batch)
+            else:
+                self._decide(provider, entry, batch, now, result, fallback=fallback)
         return result
 
-    def _admit(self, provider: str, now: float, result: Recorded) -> _Entry:
+    def _decide(
+        self, provider: str, entry: _Entry, batch: list[FailureEvent], now: float, result: Recorded, *, fallback: bool
+    ) -> None:
+        window = entry.window
+        rule = window.rule
+        for event in batch:
+            verdict = window.record(now)
+            entry.samples.append((now, event))
+            if verdict is Verdict.THROTTLED:
+                result.throttled[provider] += 1
+            elif verdict is Verdict.ALERT:
+                if window.episode_alerts == 1 and provider not in self._scheduled:
+                    self._scheduled.add(provider)
+                    heapq.heappush(self._deadlines, (now + rule.resolve_seconds, provider))
+                result.triggers.append(
+                    Trigger(
+                        provider=provider,
+                        event=event,
+                        at=now,
+                        count=window.count_in_window(now),
+                        first_at=window.first_in_window(now) or now,
+                        throttled_since_last=window.mark_alert_sent(),
+                        recent=tuple(entry.samples),
+                        rule=rule,
+                        fallback=fallback,
+                        episode_started_at=window.episode_start,
+                        episode_alerts=window.episode_alerts,
+                        tier=window.alert_tier,
+                    )
+                )
+
+    @staticmethod
+    def _counted(provider: str, rule: Rule, events: list[FailureEvent], result: Recorded) -> list[FailureEvent]:
+        """The events `rule` counts; the others are tallied in `result.ignored`."""
+        if rule.count_status is None and not rule.count_classes and not rule.ignore_error_types:
+            return events
+        counted = []
+        for event in events:
+            reason = rule.ignores(event.status, event.error_type)
+            if reason is None:
+                counted.append(event)
+            else:
+                result.ignored[provider, reason] += 1
+        return counted
+
+    def set_rules(self, rule_for: Callable[[str], Rule]) -> None:
+        """Judge each provider's next failures by `rule_for(provider)`; windows carry over."""
+        self.rule_for = rule_for
+
+    def _admit(self, provider: str, rule: Rule, now: float, result: Recorded) -> _Entry:
         if len(self._entries) >= self.max_providers:
             victim = self._pick_victim(now)
             del self._entries[victim]
             result.evicted.append(victim)
             if victim in result.admitted:  # admitted earlier in this batch: it never became visible
                 result.admitted.remove(victim)
-        entry = _Entry(self.rule)
+        entry = _Entry(rule)
         self._entries[provider] = entry
         result.admitted.append(provider)
         return entry
@@ -220,6 +296,26 @@ class MemoryTracker:
             del self._entries[provider]
         return idle
 
+    def resolve_due_now(self) -> tuple[list[Resolution], float | None]:
+        """Synchronous `resolve_due`."""
+        now = self.clock()
+        deadlines = self._deadlines
+        resolutions: list[Resolution] = []
+        while deadlines and deadlines[0][0] <= now:
+            _, provider = heapq.heappop(deadlines)
+            entry = self._entries.get(provider)
+            deadline = None if entry is None else entry.window.resolve_deadline()
+            if entry is None or deadline is None:
+                self._scheduled.discard(provider)
+            elif deadline > now:
+                heapq.heappush(deadlines, (deadline, provider))
+            else:
+                self._scheduled.discard(provider)
+                episode = entry.window.resolve_due(now)
+                if episode is not None:
+                    resolutions.append(Resolution(provider, episode, now))
+        return resolutions, deadlines[0][0] if deadlines else None
+
     @staticmethod
     def _stats(provider: str, entry: _Entry, now: float) -> ProviderStats:
         return ProviderStats.of(provider, entry.window, now)
@@ -247,3 +343,7 @@ class MemoryTracker:
     async def cleanup(self) -> list[str]:
         """Forget idle providers; returns their names."""
         return self.cleanup_now()
+
+    async def resolve_due(self) -> tuple[list[Resolution], float | None]:
+        """Resolve the episodes whose deadline has passed; also returns the next deadline known, if any."""
+        return self.resolve_due_now()

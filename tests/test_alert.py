@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alertd.alert import build_alert, clean_tag_key, clean_tag_value
+from alertd.alert import build_alert, clean_tag_key, clean_tag_value, format_duration
 from alertd.event import FailureEvent
 from alertd.tracker import Trigger
 from alertd.window import Rule
@@ -43,9 +45,13 @@ def test_event_has_level_message_fingerprint_tags_and_context() -> None:
     payload = alert.to_sentry_event()
     assert payload["event_id"] == "e" * 32
     assert payload["level"] == "error"
-    assert payload["message"] == "Upstream provider anthropic failed 7 times in the last 300s (threshold 5)"
+    assert payload["message"] == (
+        "Upstream provider anthropic failed 7 times in the last 300s (threshold 5), opens a firing episode"
+        " (3 more threshold hits throttled since the last alert)"
+    )
     assert "anthropic" in payload["fingerprint"]
     assert payload["tags"] == {
+        "alertd_kind": "upstream_failure",
         "provider": "anthropic",
         "route": "/v1/messages",
         "request_id": "req-1",
@@ -71,7 +77,7 @@ def test_message_says_time_for_one_failure() -> None:
 
 def test_empty_tags_are_omitted() -> None:
     alert = build_alert(trigger(FailureEvent(provider="p")), epoch_offset=0.0)
-    assert alert.tags() == {"provider": "p"}
+    assert alert.tags() == {"alertd_kind": "upstream_failure", "provider": "p"}
 
 
 def test_each_alert_gets_a_new_id() -> None:
@@ -110,3 +116,27 @@ def test_test_alert_is_labelled() -> None:
     alert = build_alert(trigger(FailureEvent(provider="p")), 0.0, test=True)
     assert alert.message.startswith("[TEST ALERT")
     assert alert.tags()["alertd_test"] == "true"
+
+
+def test_a_later_alert_says_how_long_its_episode_has_been_open() -> None:
+    t = trigger(FailureEvent(provider="p"), throttled_since_last=0, episode_started_at=-25.0, episode_alerts=3)
+    alert = build_alert(t, epoch_offset=1000.0)
+    assert alert.message == "Upstream provider p failed 7 times in the last 300s (threshold 5), firing for 2m 5s"
+    assert alert.context()["episode"] == {"started_at": "1970-01-01T00:16:15.000Z", "opens": False, "alert_number": 3}
+
+
+def test_the_message_counts_throttled_hits_and_undelivered_alerts() -> None:
+    t = trigger(FailureEvent(provider="p"), throttled_since_last=1, episode_started_at=100.0)
+    alert = dataclasses.replace(build_alert(t, 0.0), undelivered_since_last=2)
+    assert alert.message.endswith(
+        "opens a firing episode (1 more threshold hit throttled since the last alert; "
+        "2 earlier alerts could not be delivered)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (45.4, "45s"), (125, "2m 5s"), (3600, "1h"), (3780, "1h 3m"), (190_000, "2d 4h")],
+)
+def test_durations_are_short_and_human(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown

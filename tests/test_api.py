@@ -237,7 +237,13 @@ async def test_cleanup_task_forgets_idle_providers_and_their_series() -> None:
 
 async def test_window_and_cooldown_follow_the_injected_clock() -> None:
     clock = FakeClock()
-    env = {"ALERTD_THRESHOLD": "3", "ALERTD_WINDOW_SECONDS": "10", "ALERTD_COOLDOWN_SECONDS": "60"}
+    env = {
+        "ALERTD_THRESHOLD": "3",
+        "ALERTD_WINDOW_SECONDS": "10",
+        "ALERTD_COOLDOWN_SECONDS": "60",
+        # The episode stays open through the cooldown: its resolution would end the cooldown.
+        "ALERTD_RESOLVE_AFTER_SECONDS": "120",
+    }
     async with running_daemon(env, clock=clock) as daemon:
         await daemon.post([{"provider": "p"}] * 2)
         clock.advance(10.5)

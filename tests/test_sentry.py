@@ -29,12 +29,15 @@ async def test_one_event_per_alert_with_tags_fingerprint_and_context(sentry: Loo
         [fired] = daemon.logged("alert_fired")
         assert event["event_id"] == fired["event_id"]
         assert event["level"] == "error"
-        assert event["message"] == "Upstream provider openai failed 2 times in the last 300s (threshold 2)"
+        assert event["message"] == (
+            "Upstream provider openai failed 2 times in the last 300s (threshold 2), opens a firing episode"
+        )
         assert event["fingerprint"] == ["alertd-upstream-failure", "openai"]
         assert event["environment"] == "staging"
         assert event["release"] == "router@1.2.3"
         tags = event["tags"]
         assert tags["provider"] == "openai"
+        assert tags["alertd_kind"] == "upstream_failure"
         assert tags["route"] == "/v1/chat"
         assert tags["request_id"] == "req-2"
         assert tags["status_code"] == "503"
@@ -58,7 +61,7 @@ async def test_tags_of_one_alert_never_appear_on_another(sentry: LoopbackSentry)
         events = await sentry.wait_for_events(2)
         by_provider = {e["tags"]["provider"]: e for e in events}
         assert by_provider["a"]["tags"]["route"] == "/only-a"
-        assert set(by_provider["b"]["tags"]) == {"provider"}
+        assert set(by_provider["b"]["tags"]) == {"alertd_kind", "provider"}
         assert by_provider["b"]["fingerprint"] == ["alertd-upstream-failure", "b"]
 
 

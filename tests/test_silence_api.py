@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from alertd.api import CONFIG, _errors
+from alertd.answers import CONFIG
+from alertd.api import _errors
 from alertd.config import Config
 from alertd.logs import make_logger
-from alertd.silence_api import MAX_SILENCE_BODY_BYTES, MemorySilences, add_silence_routes
-from alertd.silences import SilenceStore
+from alertd.silence_api import MAX_SILENCE_BODY_BYTES, add_silence_routes
+from alertd.silences import MemorySilences, SilenceStore
 from tests.support.daemon import FakeClock
 
 pytestmark = pytest.mark.anyio

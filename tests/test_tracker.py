@@ -65,7 +65,8 @@ def test_cap_evicts_least_recently_seen_when_every_provider_is_active() -> None:
 
 def test_cleanup_forgets_only_idle_providers() -> None:
     clock = FakeClock()
-    tracker = MemoryTracker(Rule(threshold=2, window=10, cooldown=30), max_providers=10, clock=clock)
+    rule = Rule(threshold=2, window=10, cooldown=30, resolve_after=25)
+    tracker = MemoryTracker(rule, max_providers=10, clock=clock)
     tracker.record_now(events("quiet", 1))
     tracker.record_now(events("alerted", 2))
     clock.advance(10)
@@ -76,6 +77,10 @@ def test_cleanup_forgets_only_idle_providers() -> None:
     assert stats is not None
     assert stats.state is State.COOLDOWN
     clock.advance(20)
+    assert tracker.cleanup_now() == []  # idle, but its episode is open until it is resolved
+    resolutions, next_deadline = tracker.resolve_due_now()
+    assert [r.provider for r in resolutions] == ["alerted"]
+    assert next_deadline is None
     assert tracker.cleanup_now() == ["alerted"]
     assert tracker.tracked() == 0
 

@@ -134,7 +134,7 @@ def test_memory_is_bounded_whatever_the_failure_rate() -> None:
 
 
 def test_states() -> None:
-    window = ProviderWindow(Rule(threshold=2, window=10.0, cooldown=60.0))
+    window = ProviderWindow(Rule(threshold=2, window=10.0, cooldown=60.0, resolve_after=100.0))
     assert window.state(0.0) is State.OK
     window.record(0.0)
     assert window.state(0.0) is State.OK
@@ -143,4 +143,7 @@ def test_states() -> None:
     assert window.state(20.0) is State.COOLDOWN
     assert not window.is_idle(20.0)
     assert window.state(61.0) is State.OK
-    assert window.is_idle(61.0)
+    assert not window.is_idle(61.0)  # its episode is open until 101
+    assert window.resolve_due(100.9) is None
+    assert window.resolve_due(101.0) is not None
+    assert window.is_idle(101.0)

@@ -51,6 +51,7 @@ def example_alert() -> Alert:
         throttled_since_last=0,
         recent=recent,
         rule=Rule(threshold=5, window=300.0, cooldown=60.0),
+        episode_started_at=last_at,
     )
     return build_alert(trigger, epoch_offset=0.0, new_id=lambda: EXAMPLE_EVENT_ID)
 
