@@ -1,13 +1,16 @@
 """Cluster mode: one window and one cooldown per provider, shared in Redis by every alertd process.
 
-`RedisTracker` sends, per ingest batch, one pipeline holding one EVALSHA of `window.lua` per provider: the
-script applies the rule of `window.py` atomically, on Redis's clock. `FailoverTracker` puts it in front of
-the in-process `MemoryTracker`: when Redis errs or is slower than ALERTD_REDIS_TIMEOUT_SECONDS, the events
-are decided locally (fail open), and a background task reconnects with a capped backoff.
+`RedisTracker` sends, per ingest batch, one EVALSHA of `window.lua` for all its providers (on Redis Cluster,
+one per provider, in one pipeline): the script applies the rule of `window.py` atomically, on Redis's clock.
+`FailoverTracker` puts it in front of the in-process `MemoryTracker`: when Redis errs or is slower than
+ALERTD_REDIS_TIMEOUT_SECONDS, the events are decided locally (fail open), and a background task reconnects
+with a capped backoff. It makes one Redis call at a time: the batches that arrive meanwhile are decided
+together by the next call (group commit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.resources
 import time
@@ -115,24 +118,28 @@ class RedisTracker:
         await self.decide({PROBE_PROVIDER: 0})
 
     async def decide(self, counts: Mapping[str, int], now: float | None = None) -> dict[str, Decision]:
-        """Run the script for each provider's `count` failures, in one pipeline (one round trip).
+        """Run the script for each provider's `count` failures, in one round trip.
 
-        `now` (epoch seconds) replaces Redis TIME; only tests pass it.
+        On one Redis, one EVALSHA for every provider; on a Redis Cluster, one per provider (a call's keys
+        must share a slot), in one pipeline. `now` (epoch seconds) replaces Redis TIME; only tests pass it.
         """
         rule = self.rule
         providers = list(counts)
+        if not providers:
+            return {}
         stamp = "" if now is None else repr(now)
-        args: list[str | int] = [rule.threshold, repr(rule.window), repr(rule.cooldown)]
-        replies: list[Any] = [None] * len(providers)
-        todo = list(range(len(providers)))
+        head: tuple[str | int, ...] = (rule.threshold, repr(rule.window), repr(rule.cooldown), stamp)
+        # On a Redis Cluster, a call's keys must share a slot: one call per provider (each its own hash tag).
+        calls = [[provider] for provider in providers] if isinstance(self.client, RedisCluster) else [providers]
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
+            commands = []
             for i in todo:
-                # execute_command: RedisCluster refuses pipe.evalsha(), yet routes EVALSHA by its keys.
-                pipe.execute_command(
-                    "EVALSHA", SCRIPT_SHA, 3, *self.keys(providers[i]), *args, counts[providers[i]], stamp
-                )
-            results = await pipe.execute(raise_on_error=False)
+                keys = [key for provider in calls[i] for key in self.keys(provider)]
+                counted = (counts[provider] for provider in calls[i])
+                commands.append(("EVALSHA", SCRIPT_SHA, len(keys), *keys, *head, *counted))
+            results = await self._pipeline(commands)
             missing = []
             for i, result in zip(todo, results, strict=True):
                 if isinstance(result, redis_errors.NoScriptError) and attempt == 0:
@@ -145,7 +152,44 @@ class RedisTracker:
                 break
             await self.load()
             todo = missing
-        return {provider: Decision.parse(reply) for provider, reply in zip(providers, replies, strict=True)}
+        return {
+            provider: Decision.parse(reply)
+            for call, per_call in zip(calls, replies, strict=True)
+            for provider, reply in zip(call, per_call, strict=True)
+        }
+
+    async def _pipeline(self, commands: list[tuple[str | int, ...]]) -> list[Any]:
+        """Send `commands` in one write, then read every reply (an error reply is returned, not raised).
+
+        On one Redis, straight on a pooled connection: redis-py's Pipeline costs more per call than the
+        call itself (its command stack, reset, per-call observability). A Redis Cluster client routes each
+        command by its keys, so it takes the cluster pipeline.
+        """
+        client = self.client
+        if isinstance(client, RedisCluster):
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                # execute_command: RedisCluster refuses pipe.evalsha(), yet routes EVALSHA by its keys.
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=False)
+        pool = client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except redis_errors.ResponseError as exc:  # an error reply: read on, the connection stays in step
+                    replies.append(exc)
+        except BaseException:
+            # redis-py has disconnected it (an error or a cancellation mid-call): back to the pool, where the
+            # next call reconnects; shielded, so that a cancelled call cannot leak it.
+            with anyio.CancelScope(shield=True):
+                await pool.release(connection)
+            raise
+        await pool.release(connection)
+        return replies
 
     def apply(
         self, events: Sequence[FailureEvent], decisions: Mapping[str, Decision], *, also_local: bool = False
@@ -185,7 +229,12 @@ class RedisTracker:
             by_provider: dict[str, list[FailureEvent]] = {}
             for event in events:
                 by_provider.setdefault(event.provider, []).append(event)
-            before = {provider: local.samples(provider) for provider in by_provider}
+            # The provider's recent samples before this batch, only where an alert of this batch shows them.
+            before: dict[str, tuple[tuple[float, FailureEvent], ...]] = {}
+            for provider, batch in by_provider.items():
+                start = done.get(provider, 0)
+                if any(start <= alert[0] < start + len(batch) for alert in decisions[provider].alerts):
+                    before[provider] = local.samples(provider)
             result = local.record_now(events, decide=also_local, fallback=True)
             local_triggers, result.triggers = result.triggers, []
             result.throttled.clear()  # the shared decision counts throttled hits, not this process's
@@ -309,9 +358,15 @@ class _Slot:
 
     def __init__(self, events: Sequence[FailureEvent]) -> None:
         self.events = events
-        self.done = anyio.Event()  # set when `result` is ready, or when this batch is handed the lead
+        # Done when `result` is ready, or when this batch is handed the lead. An asyncio future, not an
+        # anyio.Event: redis.asyncio runs on asyncio only, and the Event's backend lookup cost per batch.
+        self.done: asyncio.Future[None] | None = None
         self.lead = False
         self.result: Recorded | None = None
+
+    def wake(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
 
 
 class FailoverTracker:
@@ -401,8 +456,9 @@ class FailoverTracker:
         slot = _Slot(events)
         self._waiting.append(slot)
         if self._leading:
+            slot.done = asyncio.get_running_loop().create_future()
             try:
-                await slot.done.wait()
+                await slot.done
             except BaseException:
                 self._abandon(slot)
                 raise
@@ -435,7 +491,7 @@ class FailoverTracker:
         if self._waiting:
             first = self._waiting[0]
             first.lead = True
-            first.done.set()
+            first.wake()
         else:
             self._leading = False
 
@@ -462,7 +518,7 @@ class FailoverTracker:
             for slot, result in zip(group, results, strict=True):
                 slot.result = result
         for slot in group[1:]:  # the first is the leader's own
-            slot.done.set()
+            slot.wake()
 
     async def stats(self, provider: str) -> ProviderStats | None:
         """Shared figures while Redis answers, else this process's."""
@@ -536,10 +592,11 @@ def make_client(config: Config) -> RedisClient:
     """The client for ALERTD_REDIS_URL: no retries of its own (a failed call falls back at once)."""
     if config.redis_url is None:
         raise ValueError("ALERTD_REDIS_URL is not set")
-    timeout = config.redis_timeout_seconds
+    # No socket_timeout: every call is bounded by FailoverTracker's own timer, once per call; a socket
+    # timeout would add one more timer around each reply read (one per EVALSHA of a pipeline).
     options: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "socket_timeout": None,
+        "socket_connect_timeout": config.redis_timeout_seconds,
         "retry": Retry(NoBackoff(), 0),
     }
     if config.redis_cluster:

@@ -144,3 +144,20 @@ async def test_one_pipeline_for_many_providers_decides_each_as_the_pure_tracker(
             ((t.provider, t.event.request_id, t.count, t.throttled_since_last) for t in expected.triggers),
             key=lambda t: (list(counts).index(t[0]), int(t[1] or 0)),
         )
+
+
+@pytest.mark.anyio
+async def test_one_redis_decides_every_provider_of_a_call_in_one_evalsha(redis_client: Redis) -> None:
+    rule = Rule(threshold=2, window=300, cooldown=60)
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10), prefix="one:")
+    await shared.load()
+    await redis_client.config_resetstat()
+    decisions = await shared.decide({"a": 1, "b": 2, "c": 5})
+    stats = await redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1
+    assert [(d.throttled, [alert[:2] for alert in d.alerts]) for d in decisions.values()] == [
+        (0, []),
+        (0, [(1, 2)]),
+        (3, [(1, 2)]),
+    ]
+    assert {d.now for d in decisions.values()} == {decisions["a"].now}, "one call, one Redis TIME"
