@@ -64,6 +64,13 @@ class Child:
                         return line
                 await self._changed.wait()
 
+    async def wait_for_count(self, event: str, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        """The log lines with this event, once there are at least `count` of them."""
+        with anyio.fail_after(within):
+            while len(found := [line for line in self.lines if line.get("event") == event]) < count:
+                await self._changed.wait()
+        return found
+
     @property
     def api_url(self) -> str:
         """Base URL of the API listener."""
