@@ -1,4 +1,4 @@
-"""The daemon's background tasks: cleanup, episode resolution, rules reloads, Sentry resolutions, Redis.
+"""The daemon's background tasks: cleanup, episode resolution, rules reloads, Sentry resolutions, Redis, state.
 
 `run_background` starts each one in one task group, which `daemon.serve` owns; none holds a socket
 the drain must close, so cancelling the group stops them all.
@@ -20,6 +20,7 @@ from alertd.resolver import IssueResolver
 from alertd.rules import RuleSet, load_rules, rules_from_environment
 from alertd.rules_watch import RulesReloader
 from alertd.service import AlertService
+from alertd.state import StateKeeper
 
 
 def rules_reloader(
@@ -68,6 +69,7 @@ async def run_background(
     reloader: RulesReloader | None,
     clock: Callable[[], float],
     *,
+    state: StateKeeper | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start every background task; ready once each has started; runs until cancelled."""
@@ -75,6 +77,8 @@ async def run_background(
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_cleanup_loop, service, config.cleanup_interval_seconds)
         tasks.start_soon(_resolve_loop, service, clock)
+        if state is not None:
+            tasks.start_soon(_snapshot_loop, service, state, config.state_snapshot_seconds)
         if reloader is not None:
             await tasks.start(reloader.run)
         if config.sentry_api is not None:
@@ -108,6 +112,18 @@ async def _cleanup_loop(service: AlertService, interval: float) -> None:
             await service.cleanup()
         except Exception as exc:
             service.log.exception("cleanup_failed")
+            service.sink.report_exception(exc)
+
+
+async def _snapshot_loop(service: AlertService, state: StateKeeper, interval: float) -> None:
+    # Writes ALERTD_STATE_FILE every interval when something changed since the last write; the final write
+    # at shutdown is the drain's (daemon._drain).
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await state.save("periodic")
+        except Exception as exc:
+            service.log.exception("state_save_failed", path=state.path)
             service.sink.report_exception(exc)
 
 

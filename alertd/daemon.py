@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -30,7 +31,9 @@ from alertd.listeners import LimitedSite, bind, bound, bound_listen
 from alertd.metrics import Metrics
 from alertd.sentry import SentrySink
 from alertd.service import AlertService
+from alertd.silences import MemorySilences
 from alertd.sink import AlertSink, NullSink
+from alertd.state import StateKeeper
 from alertd.tracker import MemoryTracker, Tracker
 
 SinkFactory = Callable[[AlertService], AlertSink]
@@ -106,6 +109,10 @@ async def serve(
     service = build_service(config, log, registry, clock, wall_clock)
     reloader = rules_reloader(config, service, log, registry, wall_clock)
     service.sink = (make_sink or default_sink(config))(service)
+    state = state_keeper(config, service, log, clock, wall_clock)
+    if state is not None:
+        # Before the listeners open: the first failure is weighed against the restored windows.
+        await state.restore()
     health = Health()
     anonymizer = Anonymizer(config.api_key_salt)
     timeout = config.shutdown_timeout_seconds
@@ -153,12 +160,14 @@ async def serve(
             sentry_resolve="on" if config.sentry_api else "off",
         )
         async with anyio.create_task_group() as tasks:
-            await tasks.start(run_background, config, service, reloader, clock)
+            await tasks.start(partial(run_background, state=state), config, service, reloader, clock)
             task_status.started(listening)
             await anyio.sleep_forever()
     finally:
         with anyio.move_on_after(timeout + 1.0, shield=True):
-            await _drain(service, health, api_runner, metrics_runner, grace=timeout, owned_socket=owned_socket)
+            await _drain(
+                service, health, api_runner, metrics_runner, grace=timeout, owned_socket=owned_socket, state=state
+            )
 
 
 # How long open keep-alive connections may still bring a request once draining starts.
@@ -183,6 +192,7 @@ async def _drain(
     *,
     grace: float,
     owned_socket: str | None,
+    state: StateKeeper | None = None,
 ) -> None:
     deadline = anyio.current_time() + grace
     health.draining = True  # /readyz turns 503, and every API answer now carries Connection: close
@@ -199,12 +209,58 @@ async def _drain(
     if owned_socket is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(owned_socket)
+    if state is not None:
+        # Ingest is closed: nothing changes any more. Written before the Sentry flush, which may use the rest.
+        await _save_state(state, service, max(0.0, deadline - anyio.current_time()))
     await service.sink.aclose(max(0.0, deadline - anyio.current_time()))
     await metrics_runner.cleanup()
     unsent = service.deliveries.pending()
     if unsent:
         service.log.warning("sentry_events_unsent_at_shutdown", count=unsent)
     service.log.info("alertd_stopped", accepted_total=service.accepted_total)
+
+
+def state_keeper(
+    config: Config,
+    service: AlertService,
+    log: FilteringBoundLogger,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+) -> StateKeeper | None:
+    """What keeps ALERTD_STATE_FILE, in per-pod mode; None when it is unset or in cluster mode (state in Redis)."""
+    if config.state_file is None:
+        return None
+    if config.redis_url is not None or not isinstance(service.tracker, MemoryTracker):
+        log.warning(
+            "state_file_ignored",
+            path=config.state_file,
+            detail="cluster mode (ALERTD_REDIS_URL) keeps the state in Redis; ALERTD_STATE_FILE is not used",
+        )
+        return None
+    silences = service.silences.store if isinstance(service.silences, MemorySilences) else None
+    return StateKeeper(
+        config.state_file,
+        service.tracker,
+        silences,
+        log,
+        metrics=service.metrics,
+        clock=clock,
+        wall_clock=wall_clock,
+    )
+
+
+async def _save_state(state: StateKeeper, service: AlertService, budget: float) -> None:
+    """The final write of ALERTD_STATE_FILE, within `budget` seconds; a failure is logged, never raised."""
+    try:
+        with anyio.fail_after(budget):
+            await state.save("shutdown", force=True)
+    except TimeoutError:
+        service.log.error(  # noqa: TRY400 - the timeout is the reason; its traceback says nothing
+            "state_save_timed_out", path=state.path, budget_seconds=round(budget, 3)
+        )
+    except Exception as exc:
+        service.log.exception("state_save_failed", path=state.path)
+        service.sink.report_exception(exc)
 
 
 async def run(config: Config, log: FilteringBoundLogger) -> None:

@@ -58,3 +58,7 @@ class SilenceLimitError(AlertdError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"there are already {limit} active silences (the limit); expire some first")
+
+
+class StateError(AlertdError):
+    """Raised when a state file (ALERTD_STATE_FILE) is not a valid alertd snapshot: not JSON, or a wrong shape."""

@@ -163,6 +163,9 @@ class MemoryTracker:
         # moved is corrected when it comes up. At most one entry per provider.
         self._deadlines: list[tuple[float, str]] = []
         self._scheduled: set[str] = set()
+        # Bumped by whatever may change the state worth saving (ingest, resolutions, cleanup, restores), so
+        # that a periodic snapshot of an unchanged tracker can be skipped (alertd/state.py).
+        self.changes = 0
 
     def record_now(self, events: Sequence[FailureEvent], *, decide: bool = True, fallback: bool = False) -> Recorded:
         """Synchronous `record`; with `decide` false, failures are only recorded (another tracker decides).
@@ -170,6 +173,7 @@ class MemoryTracker:
         `fallback` marks the triggers as decided here because the shared tracker did not answer.
         """
         now = self.clock()
+        self.changes += 1
         result = Recorded()
         by_provider: dict[str, list[FailureEvent]] = {}
         for event in events:
@@ -269,6 +273,34 @@ class MemoryTracker:
                 break
         return next(iter(self._entries))
 
+    def export_entries(self) -> list[tuple[str, ProviderWindow, tuple[tuple[float, FailureEvent], ...]]]:
+        """Every tracked provider with its window and samples, least recently seen first (for the state file).
+
+        The windows are the tracker's own: read them before anything else runs on the event loop.
+        """
+        return [(provider, entry.window, tuple(entry.samples)) for provider, entry in self._entries.items()]
+
+    def import_entry(
+        self, provider: str, window: ProviderWindow, samples: Sequence[tuple[float, FailureEvent]] = ()
+    ) -> None:
+        """Track `provider` with a restored `window` as the most recently seen; its open episode is scheduled.
+
+        For a restore before any failure arrives: a provider already tracked is replaced, and past
+        `max_providers` the least recently seen is dropped (without the bookkeeping of an eviction).
+        """
+        entry = _Entry(window.rule)
+        entry.window = window
+        entry.samples.extend(samples)
+        self._entries.pop(provider, None)
+        self._entries[provider] = entry
+        while len(self._entries) > self.max_providers:
+            self._entries.popitem(last=False)
+        deadline = window.resolve_deadline()
+        if deadline is not None and provider not in self._scheduled:
+            self._scheduled.add(provider)
+            heapq.heappush(self._deadlines, (deadline, provider))
+        self.changes += 1
+
     def samples(self, provider: str) -> tuple[tuple[float, FailureEvent], ...]:
         """The provider's most recent failures seen by this process (at most RECENT_SAMPLES)."""
         entry = self._entries.get(provider)
@@ -294,6 +326,8 @@ class MemoryTracker:
         idle = [p for p, e in self._entries.items() if e.window.is_idle(now)]
         for provider in idle:
             del self._entries[provider]
+        if idle:
+            self.changes += 1
         return idle
 
     def resolve_due_now(self) -> tuple[list[Resolution], float | None]:
@@ -314,6 +348,8 @@ class MemoryTracker:
                 episode = entry.window.resolve_due(now)
                 if episode is not None:
                     resolutions.append(Resolution(provider, episode, now))
+        if resolutions:
+            self.changes += 1
         return resolutions, deadlines[0][0] if deadlines else None
 
     @staticmethod

@@ -288,6 +288,34 @@ class ProviderWindow:
             while buckets[0][0] < oldest:
                 buckets.popleft()
 
+    @property
+    def bucket_seconds(self) -> float:
+        """The width of one counting bucket: WINDOW / BUCKETS of the rule the buckets were counted under."""
+        return self._width
+
+    def bucket_counts(self) -> list[tuple[int, float, float]]:
+        """The counting buckets as `(count, first arrival, last arrival)`, oldest first (for the state file)."""
+        return [(int(b[1]), b[2], b[3]) for b in self._buckets]
+
+    def load_buckets(self, buckets: list[tuple[int, float, float]]) -> None:
+        """Replace the counting buckets with `(count, first, last)` triples, oldest first, in this clock's time.
+
+        Each bucket's index is derived again from its last arrival (the clock may be another process's);
+        triples that land in one index are merged, so the bound of BUCKETS + 1 entries still holds.
+        """
+        width = self._width
+        loaded: deque[list[float]] = deque()
+        for count, first, last in buckets:
+            index = math.floor(last / width)
+            if loaded and loaded[-1][0] >= index:
+                merged = loaded[-1]
+                merged[1] += count
+                merged[2] = min(merged[2], first)
+                merged[3] = max(merged[3], last)
+            else:
+                loaded.append([index, count, first, last])
+        self._buckets = loaded
+
     def mark_alert_sent(self) -> int:
         """Reset the throttled-hits counter after an alert; returns the hits it had counted."""
         hits, self.throttled_since_alert = self.throttled_since_alert, 0
