@@ -12,10 +12,11 @@ number or a size past its bound raises StateError, never anything else.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from alertd.errors import StateError
 from alertd.event import MAX_CHARS, MAX_MESSAGE_CHARS, MAX_PROVIDER_CHARS, FailureEvent
@@ -29,7 +30,7 @@ from alertd.silences import (
     SilenceStore,
 )
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker
-from alertd.window import BUCKETS, ProviderWindow, Rule
+from alertd.window import BUCKETS, Episode, ProviderWindow, Rule
 
 VERSION = 1
 # Bounds on what a document may hold; past them it is corrupt. A rule keeps at most 10,000 arrival times
@@ -69,72 +70,106 @@ class _Provider:
     samples: list[tuple[float, FailureEvent]]
 
 
-def build_document(
-    tracker: MemoryTracker, silences: SilenceStore | None, *, offset: float, saved_at: float
-) -> dict[str, Any]:
-    """The document for `tracker` and `silences` now; `offset` maps monotonic times to epoch (wall - mono)."""
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """One provider's state copied out of its window, in monotonic seconds: immutable, so another thread may read it."""
 
-    def epoch(mono: float) -> float:
-        return mono + offset
+    provider: str
+    recent: tuple[float, ...]
+    bucket_seconds: float
+    buckets: list[tuple[int, float, float]]
+    cooldowns: tuple[float | None, ...]
+    last_alert: float | None
+    alert_tier: int
+    throttled_since_alert: int
+    totals: tuple[int, int, int]
+    episode: Episode | None
+    last_resolved: float | None
+    samples: tuple[tuple[float, FailureEvent], ...]
+
+
+def capture(tracker: MemoryTracker) -> list[Captured]:
+    """A consistent copy of every provider's state: take it on the event loop, with nothing else running.
+
+    The cheap part of a snapshot; `document` (the costly part, in a worker thread) then reads only the copy.
+    """
+    return [
+        Captured(
+            name,
+            tuple(window.recent),
+            window.bucket_seconds,
+            window.bucket_counts(),
+            tuple(window.cooldowns),
+            window.last_alert,
+            window.alert_tier,
+            window.throttled_since_alert,
+            (window.failures_total, window.alerts_total, window.throttled_total),
+            window.episode,
+            window.last_resolved,
+            samples,
+        )
+        for name, window, samples in tracker.export_entries()
+    ]
+
+
+def document(
+    captured: list[Captured], silences: list[dict[str, Any]], *, offset: float, saved_at: float
+) -> dict[str, Any]:
+    """The document of a capture and a silences snapshot; `offset` maps monotonic times to epoch (wall - mono)."""
 
     def maybe(mono: float | None) -> float | None:
         return None if mono is None else mono + offset
 
     providers = []
-    for name, window, samples in tracker.export_entries():
-        episode = window.episode
+    for c in captured:
+        episode = c.episode
         providers.append(
             {
-                "provider": name,
-                "recent": [epoch(at) for at in window.recent],
-                "bucket_seconds": window.bucket_seconds,
-                "buckets": [[count, epoch(first), epoch(last)] for count, first, last in window.bucket_counts()],
-                "cooldowns": [maybe(since) for since in window.cooldowns],
-                "last_alert": maybe(window.last_alert),
-                "alert_tier": window.alert_tier,
-                "throttled_since_alert": window.throttled_since_alert,
-                "totals": {
-                    "failures": window.failures_total,
-                    "alerts": window.alerts_total,
-                    "throttled": window.throttled_total,
-                },
+                "provider": c.provider,
+                "recent": [at + offset for at in c.recent],
+                "bucket_seconds": c.bucket_seconds,
+                "buckets": [[count, first + offset, last + offset] for count, first, last in c.buckets],
+                "cooldowns": [maybe(since) for since in c.cooldowns],
+                "last_alert": maybe(c.last_alert),
+                "alert_tier": c.alert_tier,
+                "throttled_since_alert": c.throttled_since_alert,
+                "totals": {"failures": c.totals[0], "alerts": c.totals[1], "throttled": c.totals[2]},
                 "episode": None
                 if episode is None
                 else {
-                    "started_at": epoch(episode.started_at),
+                    "started_at": episode.started_at + offset,
                     "alerts": episode.alerts,
                     "throttled": episode.throttled,
                     "failures": episode.failures,
-                    "last_hit": epoch(episode.last_hit),
+                    "last_hit": episode.last_hit + offset,
                 },
-                "last_resolved": maybe(window.last_resolved),
+                "last_resolved": maybe(c.last_resolved),
                 # Events hold the anonymized api_key only: the raw key never reaches the tracker.
-                "samples": [{"at": epoch(at), "event": event.to_dict()} for at, event in samples],
+                "samples": [{"at": at + offset, "event": event.to_dict()} for at, event in c.samples],
             }
         )
-    return {
-        "version": VERSION,
-        "saved_at": saved_at,
-        "providers": providers,
-        "silences": [] if silences is None else silences.snapshot(),
-    }
+    return {"version": VERSION, "saved_at": saved_at, "providers": providers, "silences": silences}
+
+
+def build_document(
+    tracker: MemoryTracker, silences: SilenceStore | None, *, offset: float, saved_at: float
+) -> dict[str, Any]:
+    """The document for `tracker` and `silences` now: `capture` and `document` in one go."""
+    listed = [] if silences is None else silences.snapshot()
+    return document(capture(tracker), listed, offset=offset, saved_at=saved_at)
 
 
 def encode(document: dict[str, Any]) -> bytes:
-    """The document as compact UTF-8 JSON (finite numbers only)."""
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """The document as compact UTF-8 JSON (msgspec: about 10x json.dumps, so less time holding the GIL)."""
+    return msgspec.json.encode(document)
 
 
 def decode(data: bytes) -> object:
-    """Parse the file's bytes as strict JSON (UTF-8, no NaN or Infinity); raises StateError."""
+    """Parse the file's bytes as strict JSON (UTF-8, no NaN or Infinity, no BOM); raises StateError."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return msgspec.json.decode(data)
+    except (ValueError, RecursionError) as exc:  # msgspec.DecodeError is a ValueError
         raise StateError(f"not JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a finite number")
 
 
 def restore(

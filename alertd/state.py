@@ -153,11 +153,12 @@ class StateKeeper:
         if not force and fingerprint == self._written:
             return False
         start = self.clock()
-        document = snapshot.build_document(
-            self.tracker, self.silences, offset=self.wall_clock() - start, saved_at=self.wall_clock()
-        )
-        providers = len(document["providers"])
-        data = await anyio.to_thread.run_sync(self._write, document)
+        # The copy is taken on the loop (consistent: nothing else runs meanwhile); the document is made,
+        # encoded and written in a worker thread.
+        captured = snapshot.capture(self.tracker)
+        silences = fingerprint[1]
+        offset, saved_at = self.wall_clock() - start, self.wall_clock()
+        data = await anyio.to_thread.run_sync(self._write, captured, silences, offset, saved_at)
         if data is None:
             return False
         self._written = fingerprint
@@ -165,15 +166,17 @@ class StateKeeper:
             "state_saved",
             reason=reason,
             path=self.path,
-            providers=providers,
-            silences=len(document["silences"]),
+            providers=len(captured),
+            silences=len(silences),
             bytes=data,
             seconds=round(self.clock() - start, 3),
         )
         return True
 
-    def _write(self, document: dict[str, Any]) -> int | None:
-        data = snapshot.encode(document)
+    def _write(
+        self, captured: list[snapshot.Captured], silences: list[dict[str, Any]], offset: float, saved_at: float
+    ) -> int | None:
+        data = snapshot.encode(snapshot.document(captured, silences, offset=offset, saved_at=saved_at))
         if len(data) > MAX_STATE_BYTES:
             self.log.error("state_too_large", path=self.path, bytes=len(data), limit=MAX_STATE_BYTES)
             return None

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from alertd import state
+from alertd.config import Config
+from alertd.daemon import build_service, state_keeper
 from alertd.errors import StateError
 from alertd.event import FailureEvent
 from alertd.logs import make_logger
@@ -149,3 +152,19 @@ async def test_a_write_into_a_missing_directory_raises_for_the_caller_to_log(tmp
     k.tracker.record_now([FailureEvent("openai")])
     with pytest.raises(FileNotFoundError):
         await k.keeper.save("periodic")
+
+
+def test_cluster_mode_ignores_the_state_file_with_one_warning(tmp_path: Path) -> None:
+    env = {"ALERTD_STATE_FILE": str(tmp_path / "state.json"), "ALERTD_REDIS_URL": "redis://127.0.0.1:1/0"}
+    config = Config.from_environ(env)
+    stream = io.StringIO()
+    log = make_logger("debug", "json", stream=stream)
+    service = build_service(config, log, CollectorRegistry())
+    assert state_keeper(config, service, log) is None
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert (line["event"], line["level"], line["path"]) == ("state_file_ignored", "warning", env["ALERTD_STATE_FILE"])
+    per_pod = Config.from_environ({"ALERTD_STATE_FILE": env["ALERTD_STATE_FILE"]})
+    keeper = state_keeper(per_pod, build_service(per_pod, log, CollectorRegistry()), log)
+    assert keeper is not None
+    assert keeper.silences is not None
+    assert state_keeper(Config.from_environ({}), build_service(per_pod, log, CollectorRegistry()), log) is None
