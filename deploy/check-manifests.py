@@ -67,6 +67,7 @@ SAMPLE_SECRETS = {
     "ALERTD_API_KEY_SALT": f"{SAMPLE_MARK}-salt",
     "SENTRY_DSN": f"https://{SAMPLE_MARK}0123456789@o0.ingest.sentry.io/1",
     "ALERTD_REDIS_URL": f"redis://alertd:{SAMPLE_MARK}-password@redis.example:6379/0",
+    "SENTRY_AUTH_TOKEN": f"sntrys_{SAMPLE_MARK}-auth-token",
 }
 IMAGE_UID = 10001
 METRICS_PORT = 9181
