@@ -24,7 +24,7 @@ from alertd.tracker import ProviderStats, Tracker
 from alertd.window import Resolution
 
 # A batch is weighed this many events at a time, letting other requests in between (all before the 202).
-INGEST_CHUNK = 512
+INGEST_CHUNK = 1000
 
 
 class AlertService:
