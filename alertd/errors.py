@@ -62,3 +62,11 @@ class SilenceLimitError(AlertdError):
 
 class StateError(AlertdError):
     """Raised when a state file (ALERTD_STATE_FILE) is not a valid alertd snapshot: not JSON, or a wrong shape."""
+
+
+class BackendUnavailableError(AlertdError):
+    """Raised when the shared store (Redis, in cluster mode) did not answer in time or refused a silences call."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)

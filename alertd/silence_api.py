@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from structlog.typing import FilteringBoundLogger
 
 from alertd.answers import CONFIG, authorized, error_response, unauthorized
-from alertd.errors import InvalidSilenceError, SilenceLimitError
+from alertd.errors import BackendUnavailableError, InvalidSilenceError, SilenceLimitError
 from alertd.silences import SilenceBackend, parse_silence_request
 
 SILENCES_PATH = "/v1/silences"
@@ -31,6 +31,11 @@ SILENCE_LOG = web.AppKey[FilteringBoundLogger | None]("silences_log")
 
 def _invalid(field: str, detail: str) -> web.Response:
     return error_response(400, "invalid_silence", detail, field=field)
+
+
+def _unavailable(exc: BackendUnavailableError) -> web.Response:
+    """503: the shared store (Redis, in cluster mode) did not answer; `reason` says how."""
+    return error_response(503, "backend_unavailable", str(exc), reason=exc.reason)
 
 
 async def _read_body(request: web.Request) -> bytes | web.Response:
@@ -85,6 +90,8 @@ async def post_silence(request: web.Request) -> web.Response:
         silence = await request.app[SILENCES].add(providers, ends_at, comment, created_by)
     except SilenceLimitError as exc:
         return error_response(409, "too_many_silences", str(exc))
+    except BackendUnavailableError as exc:
+        return _unavailable(exc)
     log = request.app[SILENCE_LOG]
     if log is not None:
         log.info(
@@ -103,7 +110,10 @@ async def list_silences(request: web.Request) -> web.Response:
     if not authorized(request):
         return unauthorized()
     now = request.app[WALL_CLOCK]()
-    silences = await request.app[SILENCES].listing()
+    try:
+        silences = await request.app[SILENCES].listing()
+    except BackendUnavailableError as exc:
+        return _unavailable(exc)
     return web.json_response({"silences": [s.to_json(now) for s in silences]})
 
 
@@ -112,7 +122,11 @@ async def delete_silence(request: web.Request) -> web.Response:
     if not authorized(request):
         return unauthorized()
     silence_id = request.match_info["id"]
-    if not await request.app[SILENCES].expire(silence_id):
+    try:
+        expired = await request.app[SILENCES].expire(silence_id)
+    except BackendUnavailableError as exc:
+        return _unavailable(exc)
+    if not expired:
         return error_response(404, "not_found", "no such silence (or it ended over an hour ago)")
     log = request.app[SILENCE_LOG]
     if log is not None:
