@@ -4,7 +4,7 @@
 
 Runs in the deploy venv (PyYAML and jsonschema come with kubernetes-validate) and needs kubectl
 (for `kubectl kustomize`) and promtool. For each kustomization (base for 1.29+, the classic-sidecar
-overlay for older clusters, the unix-socket and cluster-redis overlays) it:
+overlay for older clusters, the unix-socket, cluster-redis and rules-file overlays) it:
 
 1. renders it with `kubectl kustomize` into a temporary directory;
 2. runs `kubernetes-validate --strict` on the rendered output for the oldest version the variant
@@ -17,7 +17,10 @@ overlay for older clusters, the unix-socket and cluster-redis overlays) it:
    only alertd mounts, and that key is in the example Secret); and alertd's own parser accepts the
    ConfigMap plus alertd's env (`alertd check-config`, each NAME_FILE pointing at a made-up value in a
    temporary file), reads every secret from its file, prints none of them, warns about nothing, and is
-   in the mode the variant is for (per pod, or cluster mode with Redis);
+   in the mode the variant is for (per pod, or cluster mode with Redis); where alertd's env sets
+   ALERTD_RULES_FILE (rules-file), the file must come from a ConfigMap mounted as a whole directory with a
+   stable name (hot reload), and check-config gets that ConfigMap's rendered data, which must be
+   deploy/rules.example.toml, as its rules file;
 5. extracts the PrometheusRule groups and runs `promtool check rules` and `promtool test rules`.
 
 The example Secrets (base and overlays) are validated by kubernetes-validate on their own: they are
@@ -51,12 +54,17 @@ VARIANTS = {
     "overlays/pre-1.29-classic-sidecar": ("1.25.0", "classic", "memory"),
     "overlays/unix-socket": ("1.29.0", "native", "memory"),
     "overlays/cluster-redis": ("1.29.0", "native", "redis"),
+    "overlays/rules-file": ("1.29.0", "native", "memory"),
 }
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ROOT / "deploy" / "schemas" / "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): ROOT / "deploy" / "schemas" / "prometheusrule-monitoring-v1.json",
 }
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alertd-rules.test.yaml"
+RULES_EXAMPLE = ROOT / "deploy" / "rules.example.toml"
+# The suffix kustomize appends to a generated name unless disableNameSuffixHash: "-" and 10 characters of
+# its hash alphabet (hex with 0 1 3 a e spelled g h k m t).
+KUSTOMIZE_HASH_SUFFIX = re.compile(r"-[2456789bcdfghkmt]{10}$")
 EXAMPLE_SECRETS = sorted(K8S.rglob("secret.example.yaml"))
 CONFIG_PY = ROOT / "alertd" / "config.py"
 # A made-up valid value for each secret alertd may read from a file, for `alertd check-config`. Each
@@ -384,11 +392,69 @@ def check_grace(
     ok(f"{variant}: terminationGracePeriodSeconds {grace} >= router {router_drain:g} + alertd {alertd_drain:g} + 1")
 
 
+def rules_file_source(
+    docs: list[dict[str, Any]], config: dict[str, str], env: dict[str, str]
+) -> tuple[str, str] | None:
+    """The (file name, text) of ALERTD_RULES_FILE from the rendered ConfigMap it is mounted from; None when unset.
+
+    The file must be a key of a ConfigMap volume that alertd mounts as a whole directory (the kubelet never
+    updates a subPath mount), that ConfigMap must be rendered with a stable name (a hash suffix turns every
+    edit into a rollout), and its text must be deploy/rules.example.toml, so that check-config checks the
+    file that ships.
+    """
+    path = env.get("ALERTD_RULES_FILE", config.get("ALERTD_RULES_FILE"))
+    if path is None:
+        return None
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    alertd = next(c for c in containers if c["name"] == "alertd")
+    directory, _, key = path.rpartition("/")
+    mounts = [m for m in alertd.get("volumeMounts", []) if m["mountPath"] == directory]
+    expect(mounts, f"ALERTD_RULES_FILE={path}: alertd mounts nothing at {directory}")
+    mount = mounts[0]
+    expect("subPath" not in mount, f"{directory}: mount the rules directory whole; a subPath mount never updates")
+    expect(mount.get("readOnly") is True, f"{directory}: mount the rules read-only")
+    volume = {v["name"]: v for v in pod.get("volumes", [])}.get(mount["name"], {})
+    source = volume.get("configMap")
+    expect(source is not None, f"ALERTD_RULES_FILE: volume {mount['name']} must be a ConfigMap volume")
+    expect("items" not in source, f"volume {mount['name']}: no items, each key is a file of its own name")
+    name = source["name"]
+    expect(
+        not KUSTOMIZE_HASH_SUFFIX.search(name),
+        f"ConfigMap {name}: a hash-suffixed name makes every rules edit a rollout; set disableNameSuffixHash",
+    )
+    data = one(docs, "ConfigMap", name).get("data", {})
+    expect(key in data, f"ALERTD_RULES_FILE={path}: ConfigMap {name} has no key {key}")
+    expect(
+        data[key] == RULES_EXAMPLE.read_text(),
+        f"ConfigMap {name} key {key} differs from {RULES_EXAMPLE.relative_to(ROOT)}",
+    )
+    ok(
+        f"ALERTD_RULES_FILE={path}: key {key} of ConfigMap {name} (stable name), mounted read-only as a directory, "
+        f"= {RULES_EXAMPLE.relative_to(ROOT)}"
+    )
+    return key, str(data[key])
+
+
 def check_config_with_alertd(
-    alertd: str, config: dict[str, str], container_env: dict[str, str], mode: str, workdir: Path
+    alertd: str,
+    config: dict[str, str],
+    container_env: dict[str, str],
+    mode: str,
+    workdir: Path,
+    *,
+    rules: tuple[str, str] | None = None,
 ) -> None:
-    """Check that alertd's parser accepts the ConfigMap plus alertd's env, reads each secret file, hides them all."""
+    """Check that alertd's parser accepts the ConfigMap plus alertd's env, reads each secret file, hides them all.
+
+    `rules`: the (file name, text) of the mounted rules file, written to a temporary file for ALERTD_RULES_FILE.
+    """
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config, **container_env}  # env wins over envFrom
+    rules_path = None
+    if rules is not None:
+        rules_path = Path(tempfile.mkdtemp(prefix="rules-", dir=workdir)) / rules[0]
+        rules_path.write_text(rules[1])
+        env["ALERTD_RULES_FILE"] = str(rules_path)
     files = {  # secret -> NAME_FILE
         name.removesuffix("_FILE"): name
         for name in container_env
@@ -419,6 +485,12 @@ def check_config_with_alertd(
     else:
         expect(shown["ALERTD_REDIS_URL"] is None, "per-pod mode: ALERTD_REDIS_URL must be unset")
         where = "per-pod mode"
+    if rules_path is None:
+        expect("rules" not in report, "`alertd check-config` loaded a rules file the Deployment does not set")
+    else:
+        loaded = report.get("rules") or {}
+        expect(loaded.get("source") == str(rules_path), f"`alertd check-config` did not load {rules_path}")
+        where += f"; rules file: {len(loaded['rules'])} rules, {len(loaded['silences'])} silences"
     ok(
         f"`alertd check-config` accepts the ConfigMap ({len(config)} settings, all known) and env; "
         f"{', '.join(sorted(files)) or 'no secret'} read from files and never printed; no warning; {where}"
@@ -478,7 +550,8 @@ def main() -> int:
                     kubernetes_validate(validator, out, version, docs)
                 validate_crds(docs)
                 config, env = check_wiring(docs, placement, examples, secrets)
-                check_config_with_alertd(args.alertd, config, env, mode, workdir)
+                rules = rules_file_source(docs, config, env)
+                check_config_with_alertd(args.alertd, config, env, mode, workdir, rules=rules)
                 if variant == "base":
                     check_rules(docs, promtool, workdir)
                 print(f"  --  {variant}: {time.monotonic() - start:.1f} s", flush=True)
