@@ -149,8 +149,10 @@ class RedisSilences:
         self._new_id = new_id
         self._backend_up = backend_up
         self._log = log
-        # The last copy read (or written) successfully, and when a refresh was last tried.
+        # The last copy read (or written) successfully, its version (None: never read), and when a refresh
+        # was last tried.
         self._copy = SilenceStore(new_id, max_active)
+        self._version: str | None = None
         self._tried_at = -math.inf
         self._refreshing = anyio.Lock()
         self._read_failing = False
@@ -177,10 +179,10 @@ class RedisSilences:
         """
         try:
             with anyio.fail_after(self.timeout):
-                _, silences, _ = await self._read()
+                version, silences, _ = await self._read()
         except _BACKEND_ERRORS as exc:
             raise self._unavailable(exc) from exc
-        store = self._remember(silences.values())
+        store = self._remember(version, silences.values())
         return store.listing(self._wall_clock())
 
     async def covering(self, provider: str) -> Silence | None:
@@ -205,7 +207,10 @@ class RedisSilences:
             self._tried_at = self._clock()
             try:
                 with anyio.fail_after(self.timeout):
-                    _, silences, _ = await self._read()
+                    # Most of the time nothing changed: one small HGET instead of the whole hash.
+                    seen = await self.client.hget(self.key, VERSION_FIELD)
+                    unchanged = self._version is not None and _text(seen or "") == self._version
+                    fresh = None if unchanged else await self._read()
             except Exception as exc:  # noqa: BLE001 - the alert path must go on, from the last copy
                 if not self._read_failing and self._log is not None:
                     self._log.warning(
@@ -216,12 +221,20 @@ class RedisSilences:
                     )
                 self._read_failing = True
                 return
-            self._remember(silences.values())
+            if fresh is None:
+                self._remember(self._version, None)
+            else:
+                self._remember(fresh[0], fresh[1].values())
 
-    def _remember(self, silences: Iterable[Silence]) -> SilenceStore:
-        store = SilenceStore(self._new_id, self.max_active)
-        store.restore(list(silences))
-        self._copy = store
+    def _remember(self, version: str | None, silences: Iterable[Silence] | None) -> SilenceStore:
+        """Keep what was just read (or written) as the copy `covering` answers from; None: the copy is current."""
+        if silences is None:
+            store = self._copy
+        else:
+            store = SilenceStore(self._new_id, self.max_active)
+            store.restore(list(silences))
+            self._copy = store
+        self._version = version
         self._tried_at = self._clock()
         if self._read_failing and self._log is not None:
             self._log.info("silences_readable", detail="Redis answers again: API silences are read from it")
@@ -244,8 +257,11 @@ class RedisSilences:
                     after = {s.id: s for s in (Silence(**state) for state in store.snapshot())}
                     deleted = [silence_id for silence_id in before if silence_id not in after] + damaged
                     changed = {i: encode(s) for i, s in after.items() if before.get(i) != s}
-                    if (not deleted and not changed) or await self._write(version, deleted, changed):
-                        self._remember(after.values())
+                    if not deleted and not changed:
+                        self._remember(version, after.values())
+                        return result
+                    if await self._write(version, deleted, changed):
+                        self._remember(str(int(version or "0") + 1), after.values())  # the script's HINCRBY
                         return result
         except _BACKEND_ERRORS as exc:
             raise self._unavailable(exc) from exc

@@ -309,3 +309,46 @@ async def test_on_a_redis_cluster(tmp_path: Path) -> None:
             assert len(holders) == 1
         finally:
             await client.aclose()
+
+
+# What docs/SILENCES.md says the Redis user needs for silences.
+SILENCES_ACL = (
+    "resetkeys ~{alertd:* resetchannels -@all +hgetall +hget +hset +hdel +hincrby +evalsha +script|load +hello"
+)
+
+
+async def acl_user(server: RedisServer, name: str, acl: str) -> str:
+    command = [
+        require_tool("redis-cli"),
+        "-p",
+        str(server.port),
+        "ACL",
+        "SETUSER",
+        name,
+        "on",
+        ">acl-pw-7",
+        *acl.split(),
+    ]
+    result = await anyio.run_process(command)
+    assert result.stdout.strip() == b"OK"
+    return f"redis://{name}:acl-pw-7@127.0.0.1:{server.port}/0"
+
+
+async def test_the_documented_commands_are_enough(server: RedisServer) -> None:
+    async with pods_on(await acl_user(server, "silences", SILENCES_ACL)) as pods:
+        pod = await pods.pod()
+        short = await pod.add("openai", START + 60, "x", None)
+        await pod.expire(short.id)
+        pods.later(3600 + 60)
+        other = await pods.pod()
+        pods.later()
+        assert await other.covering("openai") is None
+        await pod.add("anthropic", pods.wall() + 60, "x", None)  # drops the old one: HDEL inside the script
+        assert [s.providers for s in await other.listing()] == ["anthropic"]
+    # Without +hdel, that same change is refused: the list above is not longer than it must be.
+    async with pods_on(await acl_user(server, "no-hdel", SILENCES_ACL.replace(" +hdel", ""))) as pods:
+        pod = await pods.pod()
+        pods.wall.now = START + 3 * 3600  # "anthropic" ended over an hour ago: the add deletes it
+        with pytest.raises(BackendUnavailableError) as caught:
+            await pod.add("mistral", pods.wall() + 60, "x", None)
+        assert caught.value.reason in {"auth", "response"}
