@@ -99,6 +99,22 @@ class ProviderStats:
         )
 
 
+def counted(
+    provider: str, rule: Rule, events: list[FailureEvent], ignored: Counter[tuple[str, str]]
+) -> list[FailureEvent]:
+    """The events `rule` counts; the others are tallied in `ignored` by (provider, reason)."""
+    if rule.count_status is None and not rule.count_classes and not rule.ignore_error_types:
+        return events
+    kept = []
+    for event in events:
+        reason = rule.ignores(event.status, event.error_type)
+        if reason is None:
+            kept.append(event)
+        else:
+            ignored[provider, reason] += 1
+    return kept
+
+
 class Tracker(Protocol):
     """Keeps per-provider windows and applies the rule to each recorded failure."""
 
@@ -189,7 +205,7 @@ class MemoryTracker:
                     entry.window.change_rule(rule)
             window = entry.window
             result.failures[provider] += len(events_of_provider)
-            batch = self._counted(provider, rule, events_of_provider, result)
+            batch = counted(provider, rule, events_of_provider, result.ignored)
             if window.episode_start is not None:
                 # Its deadline may have passed unnoticed: resolve before this batch is weighed.
                 resolved = window.resolve_due(now)
@@ -233,20 +249,6 @@ class MemoryTracker:
                         tier=window.alert_tier,
                     )
                 )
-
-    @staticmethod
-    def _counted(provider: str, rule: Rule, events: list[FailureEvent], result: Recorded) -> list[FailureEvent]:
-        """The events `rule` counts; the others are tallied in `result.ignored`."""
-        if rule.count_status is None and not rule.count_classes and not rule.ignore_error_types:
-            return events
-        counted = []
-        for event in events:
-            reason = rule.ignores(event.status, event.error_type)
-            if reason is None:
-                counted.append(event)
-            else:
-                result.ignored[provider, reason] += 1
-        return counted
 
     def set_rules(self, rule_for: Callable[[str], Rule]) -> None:
         """Judge each provider's next failures by `rule_for(provider)`; windows carry over."""

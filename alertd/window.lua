@@ -1,94 +1,233 @@
--- alertd cluster mode: the rule of alertd/window.py (ProviderWindow.record), applied atomically in Redis to
--- the N failures of a provider that arrived together (`decide` below), for each provider of the call.
--- Every number is a Lua double, and every operation is the one window.py performs, in the same order, so
--- both give bit-identical results for the same inputs (tests/cluster/test_script_matches_core.py feeds both
--- the same traces).
+-- alertd cluster mode: the rule of alertd/window.py (ProviderWindow.record, change_rule, resolve_due), applied
+-- atomically in Redis, for each provider of the call. Every number is a Lua double, and every operation is
+-- the one window.py performs, in the same order, so both give bit-identical results for the same inputs
+-- (tests/cluster/test_script_matches_core.py feeds both the same traces).
 --
--- One call decides for P providers (P >= 1; on Redis Cluster P = 1, all keys of a call in one slot).
--- KEYS[3p-2] recent: list of the last THRESHOLD arrival stamps of provider p, oldest first
--- KEYS[3p-1] buckets: list of "index|count|first|last" (at most BUCKETS + 1 entries), oldest first
--- KEYS[3p]   state: hash la (last alert stamp), ts (throttled since the last alert), ft, at, tt (totals)
--- ARGV: threshold, window, cooldown (seconds), now ("" = Redis TIME; explicit only in tests), then n_p:
--- provider p's failures, for p = 1..P
--- Returns one reply per provider, {now, throttled, k1, count1, first1, throttled_since1, k2, ...}: one group
--- per alerting failure k (1-based within the call); stamps are strings ("%.17g" round-trips a double).
+-- ARGV[1] mode: 'd' (decide) or 'r' (resolve); ARGV[2] now ("" = Redis TIME; explicit only in tests).
+--
+-- Mode 'd': one call decides for P providers' failures (P >= 1; on Redis Cluster P = 1: a call's keys share
+-- a slot). Per provider p:
+--   KEYS[3p-2] recent: list of the last CAPACITY arrival stamps (CAPACITY: the highest tier's threshold)
+--   KEYS[3p-1] buckets: list of "index|count|first|last" (at most BUCKETS + 1 entries), oldest first
+--   KEYS[3p]   state: hash la (last alert), ts (throttled since the last alert), ft, at, tt (totals),
+--              c1..cL (each tier's cooldown start), es, ea, et, ef, lh (the open episode: start, alerts,
+--              throttled, failures, last threshold hit), lr (last resolved), rl (the rule's signature)
+--   ARGV, from a cursor: n (failures), window, cooldown, resolve (seconds), signature, L, threshold1..L
+--   (the signature is "window|L|digest": a different one applies window.py's change_rule first).
+-- Reply per provider: {now, throttled, deadline, resolution, k1, count1, first1, since1, tier1, start1,
+--   rank1, k2, ...}: deadline of the episode open after the call ("" when none); resolution: "" or {start,
+--   alerts, throttled, failures, last hit} of the episode resolved lazily (at now) before the failures were
+--   weighed; one group of 7 per alerting failure k (1-based; tier 0-based; start and rank of its episode).
+--
+-- Mode 'r': KEYS[p] state of provider p, ARGV[2 + p] its resolve seconds. Resolves the open episode whose
+-- deadline is reached, atomically: exactly one caller gets it. Reply per provider: {now, deadline,
+-- resolution} (deadline "" when not firing after the call).
+--
+-- Stamps are strings ("%.17g" round-trips a double); counts are integers.
 
-local threshold = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local cooldown = tonumber(ARGV[3])
 local now
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local BUCKETS = 60
-local width = window / BUCKETS
--- Every key lives as long as anything in it can still matter, from the moment it is written.
-local ttl = math.ceil(math.max(window, cooldown) * 1000) + 1000
 
 local function fmt(x)
   return string.format('%.17g', x)
 end
 
--- Provider p's n failures, all at `now`.
-local function decide(recent_key, buckets_key, state_key, n)
-  -- The old stamps that will be the oldest of the last THRESHOLD after the k-th push, for k = 1..n.
-  local old_len = redis.call('LLEN', recent_key)
-  local lo = math.max(0, old_len + 1 - threshold)
-  local hi = math.min(old_len - 1, old_len + n - threshold)
-  local tail = {}
-  if lo <= hi then
-    tail = redis.call('LRANGE', recent_key, lo, hi)
+local function cfields(L)
+  local fields = {}
+  for i = 1, L do
+    fields[i] = 'c' .. i
+  end
+  return fields
+end
+
+-- window.py's _count over a list of stamps, into a fresh bucket list (change_rule with another WINDOW).
+local function rebuild(buckets_key, stamps, window, width)
+  redis.call('DEL', buckets_key)
+  local list = {}
+  for _, at in ipairs(stamps) do
+    local index = math.floor(at / width)
+    local last = list[#list]
+    if last and last[1] == index then
+      last[2] = last[2] + 1
+      last[4] = at
+    else
+      table.insert(list, {index, 1, at, at})
+      local oldest = math.floor((at - window) / width)
+      while list[1][1] < oldest do
+        table.remove(list, 1)
+      end
+    end
+  end
+  for _, b in ipairs(list) do
+    redis.call('RPUSH', buckets_key, fmt(b[1]) .. '|' .. fmt(b[2]) .. '|' .. fmt(b[3]) .. '|' .. fmt(b[4]))
+  end
+end
+
+local function decide(recent_key, buckets_key, state_key, n, window, cooldown, resolve, sig, th)
+  local L = #th
+  local cap = th[L]
+  local width = window / BUCKETS
+  local head = {'rl', 'la', 'ts', 'es', 'ea', 'et', 'ef', 'lh', 'ft', 'at', 'tt', 'lr'}
+  for i = 1, L do
+    head[12 + i] = 'c' .. i
+  end
+  local st = redis.call('HMGET', state_key, unpack(head))
+  local old_sig = st[1]
+  local last_alert = tonumber(st[2] or '')
+  local throttled_since = tonumber(st[3] or '0')
+  local es = tonumber(st[4] or '')
+  local ea = tonumber(st[5] or '0')
+  local et = tonumber(st[6] or '0')
+  local ef = tonumber(st[7] or '0')
+  local lh = tonumber(st[8] or '0')
+  local cd = {}
+  local had = {}
+  for i = 1, L do
+    had[i] = st[12 + i] and true or false
+    cd[i] = tonumber(st[12 + i] or '')
+  end
+
+  local all = redis.call('LRANGE', recent_key, 0, -1)
+  local m_all = #all
+  local old = {}
+  for j = math.max(1, m_all - cap + 1), m_all do
+    table.insert(old, tonumber(all[j]))
+  end
+  local m = #old
+
+  if old_sig == false and last_alert ~= nil and not had[1] then
+    -- State of an older alertd (one cooldown, `la`): every tier's cooldown runs from it, as restore() does.
+    for i = 1, L do
+      cd[i] = last_alert
+    end
+  elseif old_sig ~= false and old_sig ~= sig then
+    -- window.py's change_rule: the latest cooldown for every tier; buckets again from the stamps kept.
+    local old_window, old_levels = string.match(old_sig, '^([^|]+)|([^|]+)|')
+    local latest = nil
+    local olds = redis.call('HMGET', state_key, unpack(cfields(tonumber(old_levels))))
+    for _, c in ipairs(olds) do
+      local v = tonumber(c or '')
+      if v ~= nil and (latest == nil or v > latest) then
+        latest = v
+      end
+    end
+    for i = 1, L do
+      cd[i] = latest
+    end
+    if tonumber(old_window) ~= window then
+      rebuild(buckets_key, old, window, width)
+    end
+  end
+
+  -- Lazy resolution: the episode's deadline passed before these failures are weighed.
+  local resolution = ''
+  local lr = st[12]
+  if es ~= nil and not (now < lh + resolve) then
+    resolution = {fmt(es), ea, et, ef, fmt(lh)}
+    es = nil
+    for i = 1, L do
+      cd[i] = nil
+    end
+    lr = fmt(now)
   end
 
   -- Buckets: all n failures share `now`, so they land in one bucket (window.py's deque, step by step).
   local index = math.floor(now / width)
-  local last_entry = redis.call('LINDEX', buckets_key, -1)
   local merged_count = 0
-  if last_entry then
-    local b_index, b_count, b_first = string.match(last_entry, '^([^|]+)|([^|]+)|([^|]+)|')
-    if tonumber(b_index) == index then
-      merged_count = tonumber(b_count)
-      redis.call('LSET', buckets_key, -1, b_index .. '|' .. fmt(merged_count + n) .. '|' .. b_first .. '|' .. fmt(now))
-    else
-      last_entry = nil
-    end
-  end
-  if not last_entry then
-    redis.call('RPUSH', buckets_key, fmt(index) .. '|' .. fmt(n) .. '|' .. fmt(now) .. '|' .. fmt(now))
-    local oldest = math.floor((now - window) / width)
-    while true do
-      local head = redis.call('LINDEX', buckets_key, 0)
-      if tonumber(string.match(head, '^([^|]+)|')) < oldest then
-        redis.call('LPOP', buckets_key)
+  if n > 0 then
+    local last_entry = redis.call('LINDEX', buckets_key, -1)
+    if last_entry then
+      local b_index, b_count, b_first = string.match(last_entry, '^([^|]+)|([^|]+)|([^|]+)|')
+      if tonumber(b_index) == index then
+        merged_count = tonumber(b_count)
+        redis.call('LSET', buckets_key, -1, b_index .. '|' .. fmt(merged_count + n) .. '|' .. b_first .. '|' .. fmt(now))
       else
-        break
+        last_entry = nil
+      end
+    end
+    if not last_entry then
+      redis.call('RPUSH', buckets_key, fmt(index) .. '|' .. fmt(n) .. '|' .. fmt(now) .. '|' .. fmt(now))
+      local oldest = math.floor((now - window) / width)
+      while true do
+        local head_entry = redis.call('LINDEX', buckets_key, 0)
+        if tonumber(string.match(head_entry, '^([^|]+)|')) < oldest then
+          redis.call('LPOP', buckets_key)
+        else
+          break
+        end
       end
     end
   end
 
-  local last_alert = tonumber(redis.call('HGET', state_key, 'la') or '')
-  local throttled_since = tonumber(redis.call('HGET', state_key, 'ts') or '0')
   local throttled = 0
-  local out = {fmt(now), 0}
+  local alerts = 0
+  local out = {fmt(now), 0, '', resolution}
   local live = nil -- the buckets holding a failure no older than WINDOW, loaded at the first alert
+  local cutoff = now - window
 
   for k = 1, n do
-    if old_len + k >= threshold then
-      local i = old_len + k - threshold -- 0-based position in the old list of the oldest of the last THRESHOLD
-      local oldest = now
-      if i < old_len then
-        oldest = tonumber(tail[i - lo + 1])
+    local firing = es ~= nil
+    if firing then
+      ef = ef + 1
+    end
+    -- The highest tier reached: its threshold-th most recent stamp no older than WINDOW.
+    local tier = 0
+    for i = L, 1, -1 do
+      local t = th[i]
+      if m + k >= t then
+        local stamp = now
+        if t > k then
+          stamp = old[m + k - t + 1]
+        end
+        if now - stamp <= window then
+          tier = i
+          break
+        end
       end
-      if not (now - oldest > window) then
-        if last_alert ~= nil and now - last_alert < cooldown then
-          throttled = throttled + 1
-          throttled_since = throttled_since + 1
+    end
+    if tier > 0 then
+      local since = cd[tier]
+      if since ~= nil and now - since < cooldown then
+        throttled = throttled + 1
+        throttled_since = throttled_since + 1
+        if firing then
+          et = et + 1
+          lh = now
+        end
+      else
+        cd[tier] = now
+        last_alert = now
+        lh = now
+        alerts = alerts + 1
+        -- count_in_window and first_in_window after the k-th failure.
+        local size = math.min(m + k, cap)
+        local start = math.max(0, m + k - cap) -- 0-based position in `old` of the oldest stamp kept
+        local oldest_kept = now
+        if start < m then
+          oldest_kept = old[start + 1]
+        end
+        local count, first
+        if size < cap or oldest_kept < cutoff then
+          count = math.min(k, cap)
+          first = nil
+          for j = start + 1, m do
+            if old[j] >= cutoff then
+              count = count + 1
+              if first == nil then
+                first = old[j]
+              end
+            end
+          end
+          if first == nil then
+            first = now
+          end
         else
-          last_alert = now
-          local cutoff = now - window
           if live == nil then
             live = {}
             local first_live = math.floor(cutoff / width)
@@ -108,47 +247,128 @@ local function decide(recent_key, buckets_key, state_key, n)
               estimate = estimate + b[2]
             end
           end
-          local first = math.max(live[1][3], cutoff)
-          table.insert(out, k)
-          table.insert(out, math.max(estimate, threshold))
-          table.insert(out, fmt(first))
-          table.insert(out, throttled_since)
-          throttled_since = 0
+          count = math.max(estimate, size)
+          first = math.max(live[1][3], cutoff)
         end
+        if firing then
+          ea = ea + 1
+        else
+          es = now
+          ea = 1
+          et = 0
+          ef = count
+        end
+        table.insert(out, k)
+        table.insert(out, count)
+        table.insert(out, fmt(first))
+        table.insert(out, throttled_since)
+        table.insert(out, tier - 1)
+        table.insert(out, fmt(es))
+        table.insert(out, ea)
+        throttled_since = 0
       end
     end
   end
   out[2] = throttled
 
-  local stamp = fmt(now)
-  local left = math.min(n, threshold)
-  while left > 0 do -- in chunks: unpack() is bounded by Lua's C stack
-    local stamps = {}
-    for _ = 1, math.min(left, 1000) do
-      table.insert(stamps, stamp)
+  if n > 0 then
+    local stamp = fmt(now)
+    local left = math.min(n, cap)
+    while left > 0 do -- in chunks: unpack() is bounded by Lua's C stack
+      local stamps = {}
+      for _ = 1, math.min(left, 1000) do
+        table.insert(stamps, stamp)
+      end
+      redis.call('RPUSH', recent_key, unpack(stamps))
+      left = left - #stamps
     end
-    redis.call('RPUSH', recent_key, unpack(stamps))
-    left = left - #stamps
   end
-  redis.call('LTRIM', recent_key, -threshold, -1)
-  local alerts = (#out - 2) / 4
-  redis.call('HINCRBY', state_key, 'ft', n)
-  if alerts > 0 then
-    redis.call('HINCRBY', state_key, 'at', alerts)
-    redis.call('HSET', state_key, 'la', fmt(last_alert))
+  if n > 0 or m_all > cap then
+    redis.call('LTRIM', recent_key, -cap, -1)
   end
-  if throttled > 0 then
-    redis.call('HINCRBY', state_key, 'tt', throttled)
+
+  local set = {'rl', sig, 'ts', throttled_since,
+    'ft', tonumber(st[9] or '0') + n, 'at', tonumber(st[10] or '0') + alerts, 'tt', tonumber(st[11] or '0') + throttled}
+  local del = {}
+  if last_alert ~= nil then
+    table.insert(set, 'la')
+    table.insert(set, fmt(last_alert))
   end
-  redis.call('HSET', state_key, 'ts', throttled_since)
+  if lr then
+    table.insert(set, 'lr')
+    table.insert(set, lr)
+  end
+  for i = 1, L do
+    if cd[i] ~= nil then
+      table.insert(set, 'c' .. i)
+      table.insert(set, fmt(cd[i]))
+    elseif had[i] then
+      table.insert(del, 'c' .. i)
+    end
+  end
+  local span = math.max(window, cooldown)
+  if es ~= nil then
+    for _, v in ipairs({'es', fmt(es), 'ea', ea, 'et', et, 'ef', ef, 'lh', fmt(lh)}) do
+      table.insert(set, v)
+    end
+    out[3] = fmt(lh + resolve)
+    -- An open episode's state outlives its deadline by RESOLVE_AFTER, for whoever resolves it.
+    span = math.max(span, 2 * resolve)
+  elseif st[4] then
+    table.insert(del, 'es')
+  end
+  redis.call('HSET', state_key, unpack(set))
+  if #del > 0 then
+    redis.call('HDEL', state_key, unpack(del))
+  end
+  -- Every key lives as long as anything in it can still matter, from the moment it is written.
+  local ttl = math.ceil(span * 1000) + 1000
   redis.call('PEXPIRE', recent_key, ttl)
   redis.call('PEXPIRE', buckets_key, ttl)
   redis.call('PEXPIRE', state_key, ttl)
   return out
 end
 
+local function resolve_one(state_key, resolve)
+  local st = redis.call('HMGET', state_key, 'es', 'ea', 'et', 'ef', 'lh', 'rl')
+  local es = tonumber(st[1] or '')
+  if es == nil then
+    return {fmt(now), '', ''}
+  end
+  local lh = tonumber(st[5])
+  if now < lh + resolve then
+    return {fmt(now), fmt(lh + resolve), ''}
+  end
+  local del = {'es'}
+  local levels = 1
+  if st[6] then
+    levels = tonumber(string.match(st[6], '^[^|]+|([^|]+)|'))
+  end
+  for i = 1, levels do
+    table.insert(del, 'c' .. i)
+  end
+  redis.call('HDEL', state_key, unpack(del))
+  redis.call('HSET', state_key, 'lr', fmt(now))
+  return {fmt(now), '', {fmt(es), tonumber(st[2]), tonumber(st[3]), tonumber(st[4]), fmt(lh)}}
+end
+
 local replies = {}
+if ARGV[1] == 'r' then
+  for p = 1, #KEYS do
+    replies[p] = resolve_one(KEYS[p], tonumber(ARGV[2 + p]))
+  end
+  return replies
+end
+local cursor = 3
 for p = 1, #KEYS / 3 do
-  replies[p] = decide(KEYS[3 * p - 2], KEYS[3 * p - 1], KEYS[3 * p], tonumber(ARGV[4 + p]))
+  local n = tonumber(ARGV[cursor])
+  local levels = tonumber(ARGV[cursor + 5])
+  local th = {}
+  for i = 1, levels do
+    th[i] = tonumber(ARGV[cursor + 5 + i])
+  end
+  replies[p] = decide(KEYS[3 * p - 2], KEYS[3 * p - 1], KEYS[3 * p], n, tonumber(ARGV[cursor + 1]),
+    tonumber(ARGV[cursor + 2]), tonumber(ARGV[cursor + 3]), ARGV[cursor + 4], th)
+  cursor = cursor + 6 + levels
 end
 return replies

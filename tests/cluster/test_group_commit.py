@@ -41,9 +41,11 @@ class Tracked:
         self.calls: list[int] = []  # per call: how many failures it decided
         decide = tracker.shared.decide
 
-        async def counting(counts: Mapping[str, int], now: float | None = None) -> dict[str, Decision]:
+        async def counting(
+            counts: Mapping[str, int], now: float | None = None, rules: Mapping[str, Rule] | None = None
+        ) -> dict[str, Decision]:
             self.calls.append(sum(counts.values()))
-            return await decide(counts, now)
+            return await decide(counts, now, rules)
 
         tracker.shared.decide = counting  # type: ignore[method-assign]
 

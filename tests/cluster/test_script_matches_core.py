@@ -5,58 +5,115 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from alertd.event import FailureEvent
 from alertd.redis_tracker import RedisTracker
 from alertd.tracker import MemoryTracker
-from alertd.window import Rule
+from alertd.window import ProviderWindow, Rule
 from tests.support.daemon import FakeClock
 
 BASE = 1_764_240_000.0  # an epoch time of the same size as Redis TIME gives
 names = itertools.count()
 
-rules = st.builds(
-    Rule,
-    threshold=st.integers(1, 8),
-    window=st.sampled_from([1.0, 2.5, 10.0, 300.0, 7.3]),
-    cooldown=st.sampled_from([0.0, 0.5, 1.0, 10.0, 60.0]),
-)
-steps = st.lists(
-    st.tuples(
-        st.one_of(st.just(0.0), st.sampled_from([0.25, 0.5, 1.0, 2.5, 10.0]), st.floats(0, 20, allow_nan=False)),
-        st.integers(1, 6),
-    ),
-    min_size=1,
-    max_size=40,
-)
+
+@st.composite
+def rules(draw: st.DrawFn) -> Rule:
+    """A rule with or without tiers (up to three), with or without RESOLVE_AFTER."""
+    threshold = draw(st.integers(1, 6))
+    extra = draw(st.lists(st.integers(1, 4), max_size=2))
+    tiers: tuple[tuple[int, str], ...] = ()
+    if extra:
+        levels = [threshold]
+        for step in extra:
+            levels.append(levels[-1] + step)
+        tiers = tuple(zip(levels, ["warning", "error", "fatal"], strict=False))
+    return Rule(
+        threshold=threshold,
+        window=draw(st.sampled_from([1.0, 2.5, 10.0, 300.0, 7.3])),
+        cooldown=draw(st.sampled_from([0.0, 0.5, 1.0, 10.0, 60.0])),
+        resolve_after=draw(st.sampled_from([None, 0.5, 2.0, 7.0])),
+        tiers=tiers,
+    )
+
+
+gaps = st.one_of(st.just(0.0), st.sampled_from([0.25, 0.5, 1.0, 2.5, 10.0]), st.floats(0, 20, allow_nan=False))
+# (gap, failures (0: a resolve_due call instead), which of the two rules the provider is judged by)
+steps = st.lists(st.tuples(gaps, st.integers(0, 6), st.integers(0, 1)), min_size=1, max_size=40)
 
 
 def batch(provider: str, n: int) -> list[FailureEvent]:
     return [FailureEvent(provider=provider, request_id=str(i)) for i in range(n)]
 
 
+def window_of(tracker: MemoryTracker, provider: str) -> ProviderWindow:
+    return next(window for name, window, _ in tracker.export_entries() if name == provider)
+
+
 @pytest.mark.anyio
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rule=rules, trace=steps)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=rules(), second=rules(), trace=steps)
+# A rule change while two tiers' cooldowns differ: every tier then runs from the latest of them.
+@example(
+    first=Rule(threshold=1, window=10.0, cooldown=10.0, tiers=((1, "warning"), (2, "error"))),
+    second=Rule(threshold=1, window=10.0, cooldown=9.5, tiers=((1, "warning"), (2, "error"))),
+    trace=[(0.0, 1, 0), (1.0, 1, 0), (8.8, 1, 1)],
+)
+# The oldest live bucket straddles the window's trailing edge: the first failure is the edge itself.
+@example(
+    first=Rule(threshold=1, window=1.0, cooldown=0.0), second=Rule(), trace=[(0.0, 1, 0), (0.01, 1, 0), (0.995, 1, 0)]
+)
 async def test_script_decides_exactly_as_the_pure_tracker(
-    redis_client: Redis, rule: Rule, trace: list[tuple[float, int]]
+    redis_client: Redis, first: Rule, second: Rule, trace: list[tuple[float, int, int]]
 ) -> None:
+    """Verdicts, tiers, figures, episodes, lazy and explicit resolutions, and rule changes, step by step."""
     provider = f"p{next(names)}"
     clock = FakeClock(BASE)
-    pure = MemoryTracker(rule, max_providers=10, clock=clock)
-    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10), prefix="prop:")
-    for gap, n in trace:
+    current = [first]
+
+    def rule_for(_provider: str) -> Rule:
+        return current[0]
+
+    pure = MemoryTracker(first, max_providers=10, clock=clock, rule_for=rule_for)
+    # Clocks at 0: the figures come back in Redis epoch seconds, comparable with the pure tracker's.
+    local = MemoryTracker(first, max_providers=10, clock=clock)
+    shared = RedisTracker(
+        redis_client, first, local, prefix="prop:", clock=lambda: 0.0, wall_clock=lambda: 0.0, rule_for=rule_for
+    )
+    seen = False
+    for gap, n, which in trace:
         clock.advance(gap)
+        if n == 0:
+            if not seen:
+                continue
+            # resolve_due: the window's own (MemoryTracker's heap may hold a deadline a rule change moved).
+            episode = window_of(pure, provider).resolve_due(clock.now)
+            resolved = (await shared.resolve([provider], now=clock.now))[provider]
+            assert resolved.now == clock.now
+            assert resolved.episode == episode
+            assert resolved.deadline == window_of(pure, provider).resolve_deadline()
+            continue
+        seen = True
+        current[0] = (first, second)[which]
         expected = pure.record_now(batch(provider, n))
         decision = (await shared.decide({provider: n}, now=clock.now))[provider]
         assert decision.now == clock.now
         assert decision.throttled == expected.throttled[provider]
-        assert [(index, count, first, since) for index, count, first, since in decision.alerts] == [
-            (int(t.event.request_id or 0), t.count, t.first_at, t.throttled_since_last) for t in expected.triggers
+        assert [alert[:5] for alert in decision.alerts] == [
+            (int(t.event.request_id or 0), t.count, t.first_at, t.throttled_since_last, t.tier)
+            for t in expected.triggers
         ]
+        assert [alert[5:] for alert in decision.alerts] == [
+            (t.episode_started_at, t.episode_alerts) for t in expected.triggers
+        ]
+        assert [(decision.resolved, decision.now)] == [(r.episode, r.at) for r in expected.resolutions] or (
+            decision.resolved is None and not expected.resolutions
+        )
+        assert decision.deadline == window_of(pure, provider).resolve_deadline()
+    if not seen:
+        return
     stats = await shared.stats_many([provider])
     assert stats, "the provider's state is in Redis"
     ours = pure.stats_now(provider)
@@ -66,6 +123,23 @@ async def test_script_decides_exactly_as_the_pure_tracker(
         ours.alerts_total,
         ours.throttled_total,
     )
+    assert (stats[0].episode, stats[0].last_resolved, stats[0].last_alert) == (
+        ours.episode,
+        ours.last_resolved,
+        ours.last_alert,
+    )
+    # The cooldowns per tier, as the query API's state reads them.
+    theirs = shared._window(provider, [], [], await hgetall(redis_client, shared.keys(provider)[2]))
+    assert theirs.cooldowns == window_of(pure, provider).cooldowns
+
+
+async def hgetall(client: Redis, key: str) -> dict[str, str]:
+    fields = await client.hgetall(key)
+    return {_str(k): _str(v) for k, v in fields.items()}
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @pytest.mark.anyio
@@ -100,13 +174,13 @@ async def test_memory_per_provider_is_bounded_whatever_the_failure_rate(redis_cl
     for key in shared.keys("openai"):
         assert key.startswith("{alertd:openai}")
         ttl = await redis_client.pttl(key)
-        assert 0 < ttl <= 301_000, "every key expires"
+        assert 0 < ttl <= 601_000, "every key expires (2 x RESOLVE_AFTER + 1 s while an episode is open)"
         size = await redis_client.memory_usage(key)
         assert size is not None
         usage += size
     assert await redis_client.llen("{alertd:openai}:r") == 5
     assert await redis_client.llen("{alertd:openai}:b") <= 61
-    assert usage <= 4096, usage  # measured: 3080 bytes on Redis 7.0 (docs/CLUSTER.md)
+    assert usage <= 4096, usage  # measured: 3080 bytes on Redis 7.0 before episodes (docs/CLUSTER.md)
 
 
 mixed_steps = st.lists(
