@@ -33,6 +33,7 @@ from alertd.tracker import MemoryTracker, ProviderStats, Recorded
 from alertd.window import Resolution, Rule
 
 __all__ = [
+    "EPISODE_POLL",
     "PROBE_PROVIDER",
     "SCRIPT",
     "SCRIPT_SHA",
@@ -243,8 +244,9 @@ class FailoverTracker:
     async def resolve_due(self) -> tuple[list[Resolution], float | None]:
         """Resolve the due episodes: this process's own (decided in fallback), and the shared ones in Redis.
 
-        While Redis answers, the next look is at most EPISODE_POLL away even when no episode is known
-        open: a decision reply may show one that another process opened, and nothing else wakes the caller.
+        The next look is at most EPISODE_POLL away, even when no episode is known open: a decision reply
+        may show one that another process opened, and nothing else wakes the caller (a local timer only:
+        Redis is asked only about known episodes whose deadline passed).
         """
         resolutions, next_local = self.local.resolve_due_now()
         next_shared = None
@@ -255,10 +257,11 @@ class FailoverTracker:
                 resolutions.extend(shared)
             except BACKEND_ERRORS as exc:
                 self._failed(exc)
-        candidates = [at for at in (next_local, next_shared) if at is not None]
-        if self.up or self.shared.deadlines:
-            candidates.append(self.local.clock() + EPISODE_POLL)
-        return resolutions, min(candidates, default=None)
+        # Never None: the caller sleeps until the time returned, and nothing else wakes it for an episode
+        # another process opened (or for Redis coming back with episodes known).
+        return resolutions, min(
+            at for at in (next_local, next_shared, self.local.clock() + EPISODE_POLL) if at is not None
+        )
 
     async def stats(self, provider: str) -> ProviderStats | None:
         """Shared figures while Redis answers, else this process's."""
