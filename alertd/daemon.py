@@ -31,7 +31,7 @@ from alertd.listeners import LimitedSite, bind, bound, bound_listen
 from alertd.metrics import Metrics
 from alertd.sentry import SentrySink
 from alertd.service import AlertService
-from alertd.silences import MemorySilences
+from alertd.silences import MemorySilences, SilenceBackend
 from alertd.sink import AlertSink, NullSink
 from alertd.state import StateKeeper
 from alertd.tracker import MemoryTracker, Tracker
@@ -67,12 +67,26 @@ def build_service(
     local = MemoryTracker(rule, config.max_providers, clock, rule_for=rules.core_rule_for)
     metrics = Metrics(registry, local.tracked)
     tracker: Tracker = local
+    shared_silences: SilenceBackend | None = None
     if config.redis_url is not None:
         # Imported only in cluster mode: redis-py costs ~10 MiB of RSS (docs/BENCHMARKS.md).
+        from alertd.redis_silences import RedisSilences  # noqa: PLC0415
         from alertd.redis_tracker import build_failover_tracker  # noqa: PLC0415
 
-        tracker = build_failover_tracker(config, rule, local, registry, log, clock=clock, wall_clock=wall_clock)
+        failover = build_failover_tracker(config, rule, local, registry, log, clock=clock, wall_clock=wall_clock)
+        tracker = failover
+        # API silences in Redis, for every pod: the tracker's client (one pool), prefix and timeout.
+        shared_silences = RedisSilences(
+            failover.shared.client,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout_seconds,
+            wall_clock=wall_clock,
+            backend_up=lambda: failover.up,
+            log=log,
+        )
     service = AlertService(tracker, metrics, NullSink(), log, clock=clock, wall_clock=wall_clock)
+    if shared_silences is not None:
+        service.silences = shared_silences
     service.rules = rules
     return service
 

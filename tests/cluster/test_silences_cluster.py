@@ -46,9 +46,6 @@ async def alerts_at_sentry(sentry: LoopbackSentry, count: int) -> list[dict[str,
         await sentry.wait_for_events(len(sentry.events) + 1)
 
 
-# Remove this marker with the wiring (daemon.build_service: service.silences = RedisSilences(...) in cluster
-# mode); strict, so that the test fails as soon as it passes with the marker still on.
-@pytest.mark.xfail(strict=True, reason="cluster mode does not use RedisSilences yet (wiring pending)")
 async def test_a_silence_made_on_one_process_holds_on_the_other_two(tmp_path: Path, sentry: LoopbackSentry) -> None:
     env = {"ALERTD_THRESHOLD": "5", "ALERTD_COOLDOWN_SECONDS": "60", "SENTRY_DSN": sentry.dsn}
     with redis_server(tmp_path) as server:
