@@ -32,6 +32,9 @@ PROBE_PROVIDER = " probe"
 # it, or die); while Redis answers, also this often when none is known (a reply may show one any time).
 EPISODE_POLL = 0.5
 
+# At most this many arguments' RESP encodings are kept (_pack); past it the cache starts over.
+BULK_CACHE = 65_536
+
 RedisClient = Redis | RedisCluster
 
 
@@ -71,7 +74,11 @@ class RedisTracker:
         self.clock = clock
         self.wall_clock = wall_clock
         self.rule_for: Callable[[str], Rule] = rule_for or (lambda _provider: rule)
-        self._args: dict[Rule, tuple[str | int, ...]] = {}
+        # id(rule) -> (rule, its script arguments, whether it has filters): rules are few and long-lived,
+        # and hashing a Rule per call costs more than this identity lookup.
+        self._args: dict[int, tuple[Rule, tuple[str | int, ...], bool]] = {}
+        # Arguments (str or int) -> their RESP bulk string (see _pack).
+        self._bulks: dict[str | int, bytes] = {}
         # Providers whose episode a reply showed open -> its deadline on this process's monotonic clock.
         self.deadlines: dict[str, float] = {}
 
@@ -85,13 +92,13 @@ class RedisTracker:
         tag = "{" + self.prefix + provider + "}"
         return [f"{tag}:r", f"{tag}:b", f"{tag}:s"]
 
-    def _rule_args(self, rule: Rule) -> tuple[str | int, ...]:
-        args = self._args.get(rule)
-        if args is None:
+    def _rule_info(self, rule: Rule) -> tuple[Rule, tuple[str | int, ...], bool]:
+        info = self._args.get(id(rule))
+        if info is None or info[0] is not rule:
             if len(self._args) > 1024:  # rules come from a file: a handful, but reloads make new ones
                 self._args.clear()
-            args = self._args[rule] = rule_args(rule)
-        return args
+            info = self._args[id(rule)] = (rule, rule_args(rule), has_filters(rule))
+        return info
 
     async def load(self) -> None:
         """Load the script (on every primary of a cluster, which must also say its state is ok)."""
@@ -139,7 +146,7 @@ class RedisTracker:
             for provider in group:
                 keys.extend(self.keys(provider))
                 args.append(counts[provider])
-                args.extend(self._rule_args(rule_for(provider)))
+                args.extend(self._rule_info(rule_for(provider))[1])
             calls.append((keys, args))
         replies = await self._eval(calls)
         local_now = self.clock()
@@ -218,6 +225,27 @@ class RedisTracker:
             todo = missing
         return replies
 
+    def _pack(self, commands: list[tuple[str | int, ...]]) -> bytes:
+        """The commands in RESP, each argument's bulk string taken from a cache.
+
+        What redis-py's pack_commands does, without its per-argument encoder: nearly every argument of a
+        call (the command, the SHA, a provider's keys, a rule's parameters, small counts) recurs.
+        """
+        cache = self._bulks
+        out = []
+        for command in commands:
+            out.append(b"*%d\r\n" % len(command))
+            for arg in command:
+                bulk = cache.get(arg)
+                if bulk is None:
+                    data = str(arg).encode()
+                    bulk = b"$%d\r\n%s\r\n" % (len(data), data)
+                    if len(cache) >= BULK_CACHE:
+                        cache.clear()
+                    cache[arg] = bulk
+                out.append(bulk)
+        return b"".join(out)
+
     async def _pipeline(self, commands: list[tuple[str | int, ...]]) -> list[Any]:
         """Send `commands` in one write, then read every reply (an error reply is returned, not raised).
 
@@ -235,7 +263,7 @@ class RedisTracker:
         pool = client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
+            await connection.send_packed_command(self._pack(commands))
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -299,8 +327,7 @@ class RedisTracker:
             for event in events:
                 by_provider.setdefault(event.provider, []).append(event)
             rules_of = {provider: rule_for(provider) for provider in by_provider}
-            for provider, rule in rules_of.items():
-                by_provider[provider] = counted(provider, rule, by_provider[provider], scratch)
+            self._filter(by_provider, rules_of, scratch)
             # The provider's recent samples before this batch, only where an alert of this batch shows them.
             before: dict[str, tuple[tuple[float, FailureEvent], ...]] = {}
             for provider, batch in by_provider.items():
@@ -344,6 +371,17 @@ class RedisTracker:
             results.append(result)
         return results
 
+    def _filter(
+        self,
+        by_provider: dict[str, list[FailureEvent]],
+        rules: Mapping[str, Rule],
+        ignored: Counter[tuple[str, str]],
+    ) -> None:
+        """Keep only the failures each provider's rule counts (the same `counted` as MemoryTracker's)."""
+        for provider, rule in rules.items():
+            if self._rule_info(rule)[2]:
+                by_provider[provider] = counted(provider, rule, by_provider[provider], ignored)
+
     def counts(self, batches: Sequence[Sequence[FailureEvent]]) -> tuple[dict[str, int], dict[str, Rule]]:
         """Each provider's counted failures over `batches` (its rule's filters applied), and its rule."""
         counts: dict[str, int] = {}
@@ -352,7 +390,7 @@ class RedisTracker:
                 counts[event.provider] = counts.get(event.provider, 0) + 1
         rule_for = self.rule_for
         rules = {provider: rule_for(provider) for provider in counts}
-        filtered = {provider for provider, rule in rules.items() if has_filters(rule)}
+        filtered = {provider for provider, rule in rules.items() if self._rule_info(rule)[2]}
         if filtered:
             for provider in filtered:
                 counts[provider] = 0
@@ -416,7 +454,7 @@ class RedisTracker:
             window.episode_start = float(fields["es"])
             window.episode_alerts = int(fields.get("ea", 0))
             window.episode_throttled = int(fields.get("et", 0))
-            window.episode_failures = int(fields.get("ef", 0))
+            window.episode_failures = window.failures_total - int(fields.get("fb", window.failures_total))
             window.last_hit = float(fields.get("lh", fields["es"]))
         if "lr" in fields:
             window.last_resolved = float(fields["lr"])

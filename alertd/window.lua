@@ -9,9 +9,9 @@
 -- a slot). Per provider p:
 --   KEYS[3p-2] recent: list of the last CAPACITY arrival stamps (CAPACITY: the highest tier's threshold)
 --   KEYS[3p-1] buckets: list of "index|count|first|last" (at most BUCKETS + 1 entries), oldest first
---   KEYS[3p]   state: hash la (last alert), ts (throttled since the last alert), ft, at, tt (totals),
---              c1..cL (each tier's cooldown start), es, ea, et, ef, lh (the open episode: start, alerts,
---              throttled, failures, last threshold hit), lr (last resolved), rl (the rule's signature)
+--   KEYS[3p]   state: hash la (last alert), ft, at, tt (totals), ta (tt at the last alert), c1..cL (each
+--              tier's cooldown start), es, ea, et, fb, lh (the open episode: start, alerts, throttled hits,
+--              ft - its failures, last threshold hit), lr (last resolved), rl (the rule's signature)
 --   ARGV, from a cursor: n (failures), window, cooldown, resolve (seconds), signature, L, threshold1..L
 --   (the signature is "window|L|digest": a different one applies window.py's change_rule first).
 -- Reply per provider: {now, throttled, deadline, resolution, k1, count1, first1, since1, tier1, start1,
@@ -37,6 +37,7 @@ local BUCKETS = 60
 local function fmt(x)
   return string.format('%.17g', x)
 end
+local NOW = fmt(now)
 
 local function cfields(L)
   local fields = {}
@@ -73,38 +74,51 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
   local L = #th
   local cap = th[L]
   local width = window / BUCKETS
-  local head = {'rl', 'la', 'ts', 'es', 'ea', 'et', 'ef', 'lh', 'ft', 'at', 'tt', 'lr'}
-  for i = 1, L do
-    head[12 + i] = 'c' .. i
+  local head = {'rl', 'ta', 'es', 'ea', 'et', 'fb', 'lh', 'ft', 'tt', 'c1'}
+  for i = 2, L do
+    head[9 + i] = 'c' .. i
   end
   local st = redis.call('HMGET', state_key, unpack(head))
   local old_sig = st[1]
-  local last_alert = tonumber(st[2] or '')
-  local throttled_since = tonumber(st[3] or '0')
-  local es = tonumber(st[4] or '')
-  local ea = tonumber(st[5] or '0')
-  local et = tonumber(st[6] or '0')
-  local ef = tonumber(st[7] or '0')
-  local lh = tonumber(st[8] or '0')
+  local ft = tonumber(st[8] or '0')
+  local tt = tonumber(st[9] or '0')
+  -- Derived, so that a throttled hit writes fewer fields: throttled since the last alert = tt - ta, and
+  -- the episode's failures = ft - fb.
+  local throttled_since = tt - tonumber(st[2] or tt)
+  local es = tonumber(st[3] or '')
+  local ea = tonumber(st[4] or '0')
+  local et = tonumber(st[5] or '0')
+  local ef = ft - tonumber(st[6] or ft)
+  local lh = tonumber(st[7] or '0')
   local cd = {}
   local had = {}
   for i = 1, L do
-    had[i] = st[12 + i] and true or false
-    cd[i] = tonumber(st[12 + i] or '')
+    had[i] = st[9 + i] and true or false
+    cd[i] = tonumber(st[9 + i] or '')
   end
 
-  local all = redis.call('LRANGE', recent_key, 0, -1)
-  local m_all = #all
+  -- `old`: the last CAPACITY stamps before this call, oldest first; read only where the tier checks look
+  -- (old[m + k - t + 1] for the k-th failure and a threshold t > k), all of them at an alert.
+  local m_all = redis.call('LLEN', recent_key)
+  local m = math.min(m_all, cap)
+  local base = m_all - m -- list index (0-based) of old[1]
   local old = {}
-  for j = math.max(1, m_all - cap + 1), m_all do
-    table.insert(old, tonumber(all[j]))
+  local old_lo, old_hi = math.max(1, m + 2 - cap), math.min(m, m + n - th[1] + 1)
+  local function load(lo, hi)
+    if lo <= hi then
+      local got = redis.call('LRANGE', recent_key, base + lo - 1, base + hi - 1)
+      for j = lo, hi do
+        old[j] = tonumber(got[j - lo + 1])
+      end
+    end
   end
-  local m = #old
+  local loaded_all = false
 
-  if old_sig == false and last_alert ~= nil and not had[1] then
+  local older = old_sig == false and not had[1] and tonumber(redis.call('HGET', state_key, 'la') or '')
+  if older then
     -- State of an older alertd (one cooldown, `la`): every tier's cooldown runs from it, as restore() does.
     for i = 1, L do
-      cd[i] = last_alert
+      cd[i] = older
     end
   elseif old_sig ~= false and old_sig ~= sig then
     -- window.py's change_rule: the latest cooldown for every tier; buckets again from the stamps kept.
@@ -121,20 +135,20 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
       cd[i] = latest
     end
     if tonumber(old_window) ~= window then
+      load(1, m)
+      loaded_all = true
       rebuild(buckets_key, old, window, width)
     end
   end
 
   -- Lazy resolution: the episode's deadline passed before these failures are weighed.
   local resolution = ''
-  local lr = st[12]
   if es ~= nil and not (now < lh + resolve) then
     resolution = {fmt(es), ea, et, ef, fmt(lh)}
     es = nil
     for i = 1, L do
       cd[i] = nil
     end
-    lr = fmt(now)
   end
 
   -- Buckets: all n failures share `now`, so they land in one bucket (window.py's deque, step by step).
@@ -146,13 +160,13 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
       local b_index, b_count, b_first = string.match(last_entry, '^([^|]+)|([^|]+)|([^|]+)|')
       if tonumber(b_index) == index then
         merged_count = tonumber(b_count)
-        redis.call('LSET', buckets_key, -1, b_index .. '|' .. fmt(merged_count + n) .. '|' .. b_first .. '|' .. fmt(now))
+        redis.call('LSET', buckets_key, -1, b_index .. '|' .. fmt(merged_count + n) .. '|' .. b_first .. '|' .. NOW)
       else
         last_entry = nil
       end
     end
     if not last_entry then
-      redis.call('RPUSH', buckets_key, fmt(index) .. '|' .. fmt(n) .. '|' .. fmt(now) .. '|' .. fmt(now))
+      redis.call('RPUSH', buckets_key, fmt(index) .. '|' .. fmt(n) .. '|' .. NOW .. '|' .. NOW)
       local oldest = math.floor((now - window) / width)
       while true do
         local head_entry = redis.call('LINDEX', buckets_key, 0)
@@ -165,9 +179,12 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
     end
   end
 
+  if not loaded_all then
+    load(old_lo, old_hi)
+  end
   local throttled = 0
   local alerts = 0
-  local out = {fmt(now), 0, '', resolution}
+  local out = {NOW, 0, '', resolution}
   local live = nil -- the buckets holding a failure no older than WINDOW, loaded at the first alert
   local cutoff = now - window
 
@@ -202,10 +219,14 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
         end
       else
         cd[tier] = now
-        last_alert = now
         lh = now
         alerts = alerts + 1
         -- count_in_window and first_in_window after the k-th failure.
+        if not loaded_all then
+          load(1, old_lo - 1)
+          load(math.max(old_lo, old_hi + 1), m)
+          loaded_all = true
+        end
         local size = math.min(m + k, cap)
         local start = math.max(0, m + k - cap) -- 0-based position in `old` of the oldest stamp kept
         local oldest_kept = now
@@ -258,13 +279,14 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
           et = 0
           ef = count
         end
-        table.insert(out, k)
-        table.insert(out, count)
-        table.insert(out, fmt(first))
-        table.insert(out, throttled_since)
-        table.insert(out, tier - 1)
-        table.insert(out, fmt(es))
-        table.insert(out, ea)
+        local o = #out
+        out[o + 1] = k
+        out[o + 2] = count
+        out[o + 3] = fmt(first)
+        out[o + 4] = throttled_since
+        out[o + 5] = tier - 1
+        out[o + 6] = fmt(es)
+        out[o + 7] = ea
         throttled_since = 0
       end
     end
@@ -272,7 +294,7 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
   out[2] = throttled
 
   if n > 0 then
-    local stamp = fmt(now)
+    local stamp = NOW
     local left = math.min(n, cap)
     while left > 0 do -- in chunks: unpack() is bounded by Lua's C stack
       local stamps = {}
@@ -287,37 +309,93 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
     redis.call('LTRIM', recent_key, -cap, -1)
   end
 
-  local set = {'rl', sig, 'ts', throttled_since,
-    'ft', tonumber(st[9] or '0') + n, 'at', tonumber(st[10] or '0') + alerts, 'tt', tonumber(st[11] or '0') + throttled}
+  -- Only what changed is written.
+  local set = {}
+  local w = 0
   local del = {}
-  if last_alert ~= nil then
-    table.insert(set, 'la')
-    table.insert(set, fmt(last_alert))
+  if old_sig ~= sig then
+    set[w + 1] = 'rl'
+    set[w + 2] = sig
+    w = w + 2
   end
-  if lr then
-    table.insert(set, 'lr')
-    table.insert(set, lr)
+  local ft_new = ft + n
+  local tt_new = tt + throttled
+  if n > 0 then
+    set[w + 1] = 'ft'
+    set[w + 2] = ft_new
+    w = w + 2
+  end
+  if throttled > 0 then
+    set[w + 1] = 'tt'
+    set[w + 2] = tt_new
+    w = w + 2
+  end
+  local ta = tt_new - throttled_since
+  if ta ~= tonumber(st[2] or '') then
+    set[w + 1] = 'ta'
+    set[w + 2] = ta
+    w = w + 2
+  end
+  if alerts > 0 then
+    set[w + 1] = 'la'
+    set[w + 2] = NOW
+    w = w + 2
+    redis.call('HINCRBY', state_key, 'at', alerts)
+  end
+  if resolution ~= '' then
+    set[w + 1] = 'lr'
+    set[w + 2] = NOW
+    w = w + 2
   end
   for i = 1, L do
-    if cd[i] ~= nil then
-      table.insert(set, 'c' .. i)
-      table.insert(set, fmt(cd[i]))
-    elseif had[i] then
-      table.insert(del, 'c' .. i)
+    local c = cd[i]
+    if c == nil then
+      if had[i] then
+        del[#del + 1] = 'c' .. i
+      end
+    elseif c ~= tonumber(st[9 + i] or '') then
+      set[w + 1] = 'c' .. i
+      set[w + 2] = c == now and NOW or fmt(c)
+      w = w + 2
     end
   end
   local span = math.max(window, cooldown)
   if es ~= nil then
-    for _, v in ipairs({'es', fmt(es), 'ea', ea, 'et', et, 'ef', ef, 'lh', fmt(lh)}) do
-      table.insert(set, v)
+    if es ~= tonumber(st[3] or '') then
+      set[w + 1] = 'es'
+      set[w + 2] = es == now and NOW or fmt(es)
+      w = w + 2
+    end
+    if ea ~= tonumber(st[4] or '') then
+      set[w + 1] = 'ea'
+      set[w + 2] = ea
+      w = w + 2
+    end
+    if et ~= tonumber(st[5] or '') then
+      set[w + 1] = 'et'
+      set[w + 2] = et
+      w = w + 2
+    end
+    local fb = ft_new - ef
+    if fb ~= tonumber(st[6] or '') then
+      set[w + 1] = 'fb'
+      set[w + 2] = fb
+      w = w + 2
+    end
+    if lh ~= tonumber(st[7] or '') then
+      set[w + 1] = 'lh'
+      set[w + 2] = lh == now and NOW or fmt(lh)
+      w = w + 2
     end
     out[3] = fmt(lh + resolve)
     -- An open episode's state outlives its deadline by RESOLVE_AFTER, for whoever resolves it.
     span = math.max(span, 2 * resolve)
-  elseif st[4] then
-    table.insert(del, 'es')
+  elseif st[3] then
+    del[#del + 1] = 'es'
   end
-  redis.call('HSET', state_key, unpack(set))
+  if w > 0 then
+    redis.call('HSET', state_key, unpack(set))
+  end
   if #del > 0 then
     redis.call('HDEL', state_key, unpack(del))
   end
@@ -330,14 +408,14 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
 end
 
 local function resolve_one(state_key, resolve)
-  local st = redis.call('HMGET', state_key, 'es', 'ea', 'et', 'ef', 'lh', 'rl')
+  local st = redis.call('HMGET', state_key, 'es', 'ea', 'et', 'fb', 'lh', 'rl', 'ft')
   local es = tonumber(st[1] or '')
   if es == nil then
-    return {fmt(now), '', ''}
+    return {NOW, '', ''}
   end
   local lh = tonumber(st[5])
   if now < lh + resolve then
-    return {fmt(now), fmt(lh + resolve), ''}
+    return {NOW, fmt(lh + resolve), ''}
   end
   local del = {'es'}
   local levels = 1
@@ -348,8 +426,8 @@ local function resolve_one(state_key, resolve)
     table.insert(del, 'c' .. i)
   end
   redis.call('HDEL', state_key, unpack(del))
-  redis.call('HSET', state_key, 'lr', fmt(now))
-  return {fmt(now), '', {fmt(es), tonumber(st[2]), tonumber(st[3]), tonumber(st[4]), fmt(lh)}}
+  redis.call('HSET', state_key, 'lr', NOW)
+  return {NOW, '', {fmt(es), tonumber(st[2]), tonumber(st[3]), tonumber(st[7]) - tonumber(st[4]), fmt(lh)}}
 end
 
 local replies = {}
