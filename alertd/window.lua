@@ -98,7 +98,7 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
   end
 
   -- `old`: the last CAPACITY stamps before this call, oldest first; read only where the tier checks look
-  -- (old[m + k - t + 1] for the k-th failure and a threshold t > k), all of them at an alert.
+  -- (old[m + k - t + 1] for the k-th failure and a threshold t > k), and at an alert from there to the end.
   local m_all = redis.call('LLEN', recent_key)
   local m = math.min(m_all, cap)
   local base = m_all - m -- list index (0-based) of old[1]
@@ -222,8 +222,7 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
         lh = now
         alerts = alerts + 1
         -- count_in_window and first_in_window after the k-th failure.
-        if not loaded_all then
-          load(1, old_lo - 1)
+        if not loaded_all then -- the stamps kept after the k-th failure start at old[old_lo] or later
           load(math.max(old_lo, old_hi + 1), m)
           loaded_all = true
         end
