@@ -4,6 +4,7 @@ processes, deadlines learnt from replies, filters applied before Redis, rules se
 from __future__ import annotations
 
 import io
+import signal
 
 import anyio
 import pytest
@@ -16,7 +17,9 @@ from alertd.metrics import BackendMetrics
 from alertd.redis_tracker import EPISODE_POLL, FailoverTracker, RedisTracker, Resolved
 from alertd.tracker import MemoryTracker
 from alertd.window import Resolution, Rule
+from tests.cluster.test_group_commit import failover
 from tests.cluster.test_script_matches_core import BASE, batch
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -132,3 +135,45 @@ async def test_set_rules_reaches_redis_and_the_fallback(redis_client: Redis) -> 
     resolutions, next_look = await failover.resolve_due()
     assert resolutions == []
     assert next_look is not None, "a next look is always given: another process may open an episode"
+
+
+async def test_an_outage_resolves_the_fallback_episode_here_and_the_redis_one_after_recovery(
+    redis_srv: RedisServer,
+) -> None:
+    """docs/CLUSTER.md, "Episodes across an outage": the fallback's own resolution while Redis hangs, the
+    Redis episode's after it answers again."""
+    rule = Rule(threshold=2, window=60, cooldown=60, resolve_after=0.3)
+    async with failover(redis_srv, rule, "outage:", redis_timeout=0.2) as tracked:
+        tracker = tracked.tracker
+        opened = await tracker.record(batch("openai", 2))
+        assert [(t.fallback, t.episode_alerts) for t in opened.triggers] == [(False, 1)]
+        assert set(tracker.shared.deadlines) == {"openai"}
+        assert redis_srv.process is not None
+        redis_srv.process.send_signal(signal.SIGSTOP)  # Redis hung: unreachable, its data kept
+        try:
+            local = await tracker.record(batch("openai", 2))  # times out, then decided here
+            assert tracker.mode == "redis-fallback"
+            assert [(t.fallback, t.episode_alerts) for t in local.triggers] == [(True, 1)], "its own episode"
+            found: list[Resolution] = []
+            with anyio.fail_after(10):  # a bound on the test, not a measure
+                while not found:
+                    found.extend((await tracker.resolve_due())[0])
+                    await anyio.sleep(0.05)
+            assert [(r.provider, r.episode.alerts, r.episode.failures) for r in found] == [("openai", 1, 4)]
+            assert set(tracker.shared.deadlines) == {"openai"}, "the Redis episode waits for Redis"
+        finally:
+            redis_srv.process.send_signal(signal.SIGCONT)
+        late: list[Resolution] = []
+        with anyio.fail_after(15):
+            while not late:
+                late.extend((await tracker.resolve_due())[0])
+                await anyio.sleep(0.05)
+        assert tracker.mode == "redis"
+        # The call that timed out was still in the hung Redis's socket and ran on SIGCONT, past the first
+        # episode's deadline: it resolved that one lazily (a resolution nobody got: its reply went nowhere),
+        # then its two failures opened a second episode in Redis (an alert nobody sent; this process had
+        # decided them in fallback), which resolves after recovery: docs/CLUSTER.md's lost-resolution case.
+        assert [(r.provider, r.episode.alerts, r.episode.throttled, r.episode.failures) for r in late] == [
+            ("openai", 1, 1, 4)
+        ]
+        assert tracker.shared.deadlines == {}
