@@ -6,10 +6,10 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from alertd.event import FailureEvent
+from alertd.timefmt import iso
 from alertd.tracker import Trigger
 from alertd.window import DEFAULT_LEVEL
 
@@ -60,11 +60,6 @@ def format_duration(seconds: float) -> str:
 
 def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
-
-
-def iso(epoch: float) -> str:
-    """RFC 3339 UTC time with milliseconds."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

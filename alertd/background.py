@@ -128,9 +128,9 @@ async def _snapshot_loop(service: AlertService, state: StateKeeper, interval: fl
 
 
 async def _resolve_loop(service: AlertService, clock: Callable[[], float]) -> None:
-    # Sleeps until the next known deadline, or until an episode opens; never polls an idle process.
+    # Sleeps until the next known deadline, or until one may have moved; never polls an idle process.
     while True:
-        opened = service.episode_opened()
+        changed = service.deadlines_changed()
         try:
             next_deadline = await service.resolve_due()
         except Exception as exc:
@@ -139,4 +139,4 @@ async def _resolve_loop(service: AlertService, clock: Callable[[], float]) -> No
             next_deadline = clock() + 1.0
         delay = math.inf if next_deadline is None else max(0.0, next_deadline - clock())
         with anyio.move_on_after(delay):
-            await opened.wait()
+            await changed.wait()

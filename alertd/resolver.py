@@ -96,11 +96,12 @@ def _retry_after(value: str | None) -> float:
 class _Pending:
     """One provider's pending resolution; `cancelled` once the provider's next episode opened."""
 
-    __slots__ = ("cancelled", "provider", "waiting")
+    __slots__ = ("attempts", "cancelled", "provider", "waiting")
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.cancelled = False
+        self.attempts = 0
         # The scope of a wait (for a free slot, or a backoff): `cancel` ends it at once.
         self.waiting: anyio.CancelScope | None = None
 
@@ -149,14 +150,19 @@ class IssueResolver:
             tasks.start_soon(self._work, entry, session)
 
     def cancel(self, provider: str) -> None:
-        """The provider's next episode opened: no further attempt for its pending resolution.
+        """The provider's next episode opened: no retry for its pending resolution.
 
-        A request already in flight finishes (and is counted); a wait or backoff ends at once.
+        A resolution not yet tried is still tried once: the episode that ended must be resolved in Sentry,
+        or the next episode's first event would land in an unresolved issue and notify nobody. A request
+        already in flight finishes (and is counted); a backoff ends at once.
         """
-        entry = self._pending.pop(provider, None)
+        entry = self._pending.get(provider)
         if entry is None:
             return
         entry.cancelled = True
+        if entry.attempts == 0:
+            return
+        del self._pending[provider]
         if entry.waiting is not None:
             entry.waiting.cancel()
 
@@ -181,7 +187,7 @@ class IssueResolver:
         backoff = self._initial_backoff
         attempt = 0
         try:
-            while not entry.cancelled:
+            while not (entry.cancelled and entry.attempts):
                 acquired = False
                 with anyio.CancelScope() as entry.waiting:
                     await self._slots.acquire()
@@ -190,13 +196,14 @@ class IssueResolver:
                 if not acquired:
                     return
                 try:
-                    if entry.cancelled:
+                    if entry.cancelled and entry.attempts:
                         return
                     attempt += 1
+                    entry.attempts = attempt
                     outcome, retry_after = await self._attempt(session, entry.provider, attempt)
                 finally:
                     self._slots.release()
-                if outcome not in RETRIED:
+                if outcome not in RETRIED or entry.cancelled:
                     return
                 delay = max(backoff, min(retry_after, self._max_backoff))
                 with anyio.CancelScope() as entry.waiting:

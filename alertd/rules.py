@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from alertd.alert import iso as rfc3339
 from alertd.errors import RulesError
+from alertd.timefmt import MAX_EPOCH
+from alertd.timefmt import iso as rfc3339
 from alertd.window import DEFAULT_LEVEL, Rule
 
 LEVELS = ("debug", "info", "warning", "error", "fatal")  # Sentry levels
@@ -480,7 +481,10 @@ def _ends_at(key: _Key, value: Any) -> float:
         raise _not(key, value, accepted)
     if moment.tzinfo is None:  # a local date-time: UTC, not the pod's time zone
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    epoch = moment.timestamp()
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise _not(key, value, "a date-time from 1970 to the end of year 9999 UTC")
+    return epoch
 
 
 class _Parser:

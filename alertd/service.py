@@ -13,13 +13,14 @@ from typing import Any
 import anyio
 from structlog.typing import FilteringBoundLogger
 
-from alertd.alert import Alert, build_alert, iso
+from alertd.alert import Alert, build_alert
 from alertd.delivery import DeliveryLedger
 from alertd.event import FailureEvent
 from alertd.metrics import Metrics
 from alertd.rules import RuleSet
 from alertd.silences import MemorySilences, SilenceBackend, SilenceStore
 from alertd.sink import AlertSink, NullResolutionSink, ResolutionSink
+from alertd.timefmt import iso
 from alertd.tracker import ProviderStats, Tracker
 from alertd.window import Resolution
 
@@ -56,7 +57,7 @@ class AlertService:
         self.rules: RuleSet | None = None
         # Re-reads ALERTD_RULES_FILE (on SIGHUP); None when it is unset.
         self.reload_rules: Callable[[str], bool] | None = None
-        self._episode_opened = anyio.Event()
+        self._deadlines_changed = anyio.Event()
 
     def epoch_offset(self) -> float:
         """Seconds to add to a monotonic time to get epoch time."""
@@ -81,6 +82,15 @@ class AlertService:
         metrics = self.metrics
         self.evicted_since_cleanup += len(recorded.evicted)
         gone = metrics.count(recorded)
+        for lost in recorded.dropped:
+            self.log.warning(
+                "episode_dropped",
+                provider=lost.provider,
+                episode_started_at=iso(lost.episode.started_at + self.epoch_offset()),
+                alerts=lost.episode.alerts,
+                detail="ALERTD_MAX_PROVIDERS reached with every provider firing: this episode was forgotten "
+                "without a resolution",
+            )
         if recorded.resolutions:
             await self._resolved(recorded.resolutions, gone)
         if not recorded.triggers:
@@ -92,7 +102,7 @@ class AlertService:
                 self.resolutions.cancel(alert.provider)
                 if alert.provider not in gone:
                     metrics.set_firing(alert.provider, firing=True)
-                self._episode_opened.set()
+                self._deadlines_changed.set()
         fired = []
         for alert in alerts:
             silence = await self.silence_for(alert.provider)
@@ -132,12 +142,13 @@ class AlertService:
         """Put `rules` in force: each provider's next failure is judged by its rule; windows carry over."""
         self.rules = rules
         self.tracker.set_rules(rules.core_rule_for)
+        self._deadlines_changed.set()  # an open episode's deadline may be earlier now
 
-    def episode_opened(self) -> anyio.Event:
-        """An event set when the next episode opens (a new deadline to wait for); fresh after each."""
-        if self._episode_opened.is_set():
-            self._episode_opened = anyio.Event()
-        return self._episode_opened
+    def deadlines_changed(self) -> anyio.Event:
+        """An event set when an episode opens or rules change (a new deadline to wait for); fresh after each."""
+        if self._deadlines_changed.is_set():
+            self._deadlines_changed = anyio.Event()
+        return self._deadlines_changed
 
     async def resolve_due(self) -> float | None:
         """Resolve the episodes whose deadline has passed; returns the next deadline known (monotonic)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +43,7 @@ def add_silence_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="add, list or expire silences through the API (ALERTD_LISTEN, ALERTD_INGEST_TOKEN)",
         description="Manage silences through alertd's API at ALERTD_LISTEN, with ALERTD_INGEST_TOKEN.",
     )
-    silence.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for alertd (default 10)")
+    silence.add_argument("--timeout", type=_timeout, default=10.0, help="seconds to wait for alertd (default 10)")
     actions = silence.add_subparsers(dest="silence_command", required=True)
     add = actions.add_parser("add", help="silence the providers matching GLOB; prints the new silence's id")
     add.add_argument("providers", metavar="GLOB", help="providers to silence, a glob such as openai or 'bedrock-*'")
@@ -55,6 +56,20 @@ def add_silence_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     expire.add_argument("id", metavar="ID", help="the silence's id (from add or list)")
 
 
+def _timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from above 0 to 3600")
+    return seconds
+
+
+# The only settings the silence commands read: where alertd listens, and its token.
+CLIENT_VARIABLES = ("ALERTD_LISTEN", "ALERTD_INGEST_TOKEN", "ALERTD_INGEST_TOKEN_FILE")
+
+
 class _RefusedError(Exception):
     """alertd answered with an error, or could not be reached."""
 
@@ -62,7 +77,8 @@ class _RefusedError(Exception):
 def run_silence(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run `alertd silence ...`: 0 on success, 1 when alertd refuses or cannot be reached, 2 on bad settings."""
     try:
-        config = Config.from_environ(environ)
+        # Only the client's settings: a daemon setting that is wrong must not stop an operator's silence.
+        config = Config.from_environ({name: environ[name] for name in CLIENT_VARIABLES if name in environ})
     except ConfigError as exc:
         print(f"alertd: {exc}", file=sys.stderr)
         return EXIT_USAGE

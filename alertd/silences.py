@@ -12,11 +12,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from alertd.errors import InvalidSilenceError, SilenceLimitError
+from alertd.timefmt import MAX_EPOCH, iso
 
 # Ended silences (expired by DELETE or by time) stay listed this long, then are dropped.
 LISTED_AFTER_END_SECONDS = 3600.0
@@ -26,8 +27,6 @@ MAX_DURATION_SECONDS = 366 * 86400.0
 MAX_PROVIDERS_CHARS = 256
 MAX_COMMENT_CHARS = 1024
 MAX_CREATED_BY_CHARS = 256
-# The latest end a silence may have: the end of year 9999 UTC, which RFC 3339 can still write.
-MAX_EPOCH = 253402300799.0
 
 # A character a glob may not hold: whitespace, a control character or a byte order mark. The same class
 # reads the same in Python and in ECMA-262 (docs/openapi.yaml's patterns).
@@ -39,11 +38,6 @@ _RFC3339 = re.compile(
 )
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def iso(epoch: float) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. `2026-11-27T10:29:38.896Z`."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,11 @@ from alertd.silences import (
     MAX_ACTIVE,
     MAX_COMMENT_CHARS,
     MAX_CREATED_BY_CHARS,
-    MAX_EPOCH,
     MAX_PROVIDERS_CHARS,
     Silence,
     SilenceStore,
 )
+from alertd.timefmt import MAX_EPOCH
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker
 from alertd.window import BUCKETS, Episode, ProviderWindow, Rule
 

@@ -53,6 +53,8 @@ class Recorded:
     evicted: list[str] = field(default_factory=list)
     # Episodes found past their deadline when their provider's next failure arrived.
     resolutions: list[Resolution] = field(default_factory=list)
+    # Open episodes lost with their evicted provider (ALERTD_MAX_PROVIDERS reached while all were firing).
+    dropped: list[Resolution] = field(default_factory=list)
     # Failures the provider's rule does not count, by (provider, reason): `status` or `error_type`.
     ignored: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -251,13 +253,30 @@ class MemoryTracker:
                 )
 
     def set_rules(self, rule_for: Callable[[str], Rule]) -> None:
-        """Judge each provider's next failures by `rule_for(provider)`; windows carry over."""
+        """Judge each provider's next failures by `rule_for(provider)`; windows carry over.
+
+        Open episodes take their new rule at once, so that a shorter RESOLVE_AFTER moves their deadline now.
+        """
         self.rule_for = rule_for
+        for provider, entry in self._entries.items():
+            window = entry.window
+            if window.episode_start is None:
+                continue
+            rule = rule_for(provider)
+            if window.rule is not rule:
+                window.change_rule(rule)
+                deadline = window.resolve_deadline()
+                if deadline is not None:
+                    # Perhaps earlier than the entry already queued; a later duplicate is dropped when it comes up.
+                    self._scheduled.add(provider)
+                    heapq.heappush(self._deadlines, (deadline, provider))
 
     def _admit(self, provider: str, rule: Rule, now: float, result: Recorded) -> _Entry:
         if len(self._entries) >= self.max_providers:
             victim = self._pick_victim(now)
-            del self._entries[victim]
+            dropped = self._entries.pop(victim).window.episode
+            if dropped is not None:
+                result.dropped.append(Resolution(victim, dropped, now))
             result.evicted.append(victim)
             if victim in result.admitted:  # admitted earlier in this batch: it never became visible
                 result.admitted.remove(victim)
@@ -267,13 +286,18 @@ class MemoryTracker:
         return entry
 
     def _pick_victim(self, now: float) -> str:
-        # Prefer the least recently seen idle provider; when none is idle, the least recently seen one.
+        # Prefer the least recently seen idle provider; when none is idle, the least recently seen one that
+        # is not firing (its episode would be lost); when all are firing, the least recently seen.
+        not_firing: str | None = None
         for scanned, (provider, entry) in enumerate(self._entries.items()):
-            if entry.window.is_idle(now):
+            window = entry.window
+            if window.is_idle(now):
                 return provider
+            if not_firing is None and window.episode_start is None:
+                not_firing = provider
             if scanned >= EVICTION_SCAN:
                 break
-        return next(iter(self._entries))
+        return not_firing if not_firing is not None else next(iter(self._entries))
 
     def export_entries(self) -> list[tuple[str, ProviderWindow, tuple[tuple[float, FailureEvent], ...]]]:
         """Every tracked provider with its window and samples, least recently seen first (for the state file).

@@ -202,3 +202,32 @@ def test_episodes_agree_with_the_brute_force_reference(
             resolved.append((deadline, figures))
     assert verdicts == reference.verdicts
     assert resolved == reference.resolved
+
+
+def test_a_reload_that_shortens_resolve_after_moves_an_open_deadline_at_once() -> None:
+    clock = FakeClock(0.0)
+    tracker = MemoryTracker(Rule(threshold=1, window=10.0, resolve_after=300.0), 10, clock)
+    tracker.record_now([FailureEvent("p")])
+    assert tracker.resolve_due_now() == ([], 300.0)
+    shorter = Rule(threshold=1, window=10.0, resolve_after=5.0)
+    tracker.set_rules(lambda provider: shorter)
+    clock.advance(1)
+    assert tracker.resolve_due_now() == ([], 5.0)
+    clock.advance(4)
+    resolutions, _ = tracker.resolve_due_now()
+    assert [(r.provider, r.at) for r in resolutions] == [("p", 5.0)]
+
+
+def test_eviction_spares_firing_providers_and_reports_an_episode_it_must_drop() -> None:
+    clock = FakeClock(0.0)
+    rule = Rule(threshold=2, window=10.0, cooldown=0.0, resolve_after=100.0)
+    tracker = MemoryTracker(rule, 2, clock)
+    tracker.record_now([FailureEvent("firing")] * 2)
+    tracker.record_now([FailureEvent("busy")])  # not firing, not idle
+    recorded = tracker.record_now([FailureEvent("new")])
+    assert recorded.evicted == ["busy"]
+    assert recorded.dropped == []
+    recorded = tracker.record_now([FailureEvent("new")])  # "new" fires: both tracked providers are firing
+    recorded = tracker.record_now([FailureEvent("newer")])
+    assert recorded.evicted == ["firing"]
+    assert [(lost.provider, lost.episode.alerts) for lost in recorded.dropped] == [("firing", 1)]

@@ -20,8 +20,9 @@ def epoch(text: str) -> float:
 
 async def wait_logged(daemon: RunningDaemon, event: str, count: int = 1, within: float = 10.0) -> list[dict[str, Any]]:
     with anyio.fail_after(within):
-        while len(found := daemon.logged(event)) < count:
-            await anyio.sleep(0.01)  # noqa: ASYNC110 - the log is a StringIO, nothing to wait on
+        # The log is a StringIO: there is nothing to wait on but time.
+        while len(found := daemon.logged(event)) < count:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
     return found
 
 
@@ -50,7 +51,9 @@ async def test_an_episode_opens_resolves_on_time_and_the_next_hit_opens_another(
         status, body = await daemon.get_json("/v1/providers/p")
         last_hit = epoch(body["last_failure_at"])
         lateness = epoch(resolved["resolved_at"]) - (last_hit + 0.4)
-        assert 0 <= lateness < 1.0
+        # Never before the deadline (the pure-core tests pin that exactly); both times are logged to the
+        # millisecond, so their difference may round to just below zero.
+        assert -0.002 <= lateness < 1.0
         assert (resolved["provider"], resolved["alerts"], resolved["throttled"], resolved["failures"]) == ("p", 1, 1, 3)
         assert resolved["episode_started_at"] == fired["upstream_failure"]["last_failure_at"]
         assert body["episode"] == {"state": "ok", "last_resolved_at": resolved["resolved_at"]}

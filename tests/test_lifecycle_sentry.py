@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from tests.support.daemon import RunningDaemon, running_daemon
+from tests.support.daemon import FakeClock, RunningDaemon, running_daemon
 from tests.support.sentry_api import TOKEN, LoopbackSentryApi, loopback_sentry_api
 from tests.support.sentry_server import LoopbackSentry
 
@@ -97,3 +97,24 @@ async def test_a_hanging_web_api_never_holds_up_ingest_or_alerts(
         # The resolver's 10 s timeout ends the hanging call; it is counted and retried.
         await counted(daemon, 'alertd_sentry_api_requests_total{outcome="timeout"} 1.0', within=20)
         await api.wait_for_calls(2)
+
+
+async def test_a_resolution_found_with_the_next_outage_still_reaches_sentry(
+    sentry: LoopbackSentry, api: LoopbackSentryApi
+) -> None:
+    clock = FakeClock()
+    # With a fake clock the resolve task sleeps (for real) until a deadline the fake clock passes at once:
+    # the next failures find the episode over, resolve it and open the next one in one batch.
+    env = lifecycle_env(sentry, api, resolve_after="300")
+    async with running_daemon(env, clock=clock) as daemon:
+        await daemon.post([{"provider": "p"}] * 2)
+        [first] = await sentry.wait_for_events(1)
+        api.unresolved.add(first["tags"]["provider"])
+        clock.advance(301)
+        await daemon.post([{"provider": "p"}] * 2)
+        [resolved] = daemon.logged("alert_resolved")
+        assert resolved["provider"] == "p"
+        [call] = await api.wait_for_calls(1)  # tried although the next episode opened at once
+        assert (call.provider, call.status) == ("p", 200)
+        events = await sentry.wait_for_events(2)
+        assert "opens a firing episode" in events[1]["message"]

@@ -732,3 +732,10 @@ def test_environment_to_json() -> None:
     assert shown["rules"] == []
     assert shown["silences"] == []
     assert shown["defaults"]["threshold"] == 5
+
+
+def test_a_silence_ending_past_year_9999_utc_is_refused() -> None:
+    with pytest.raises(RulesError) as caught:
+        parse('[[silence]]\nproviders = "p"\nends_at = 9999-12-31T23:00:00-05:00\ncomment = "forever"\n')
+    assert caught.value.line == 3
+    assert "silence[1].ends_at" in caught.value.reason

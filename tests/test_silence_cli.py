@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from alertd.cli import main
 from alertd.silence_cli import add_silence_commands, run_silence
 from tests.test_silence_api import TOKEN, SilenceServer, silence_server
 
@@ -188,3 +189,17 @@ def test_missing_arguments_exit_2(capsys: pytest.CaptureFixture[str], argv: list
         parser().parse_args(argv)
     assert caught.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_bad_timeout_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["silence", "--timeout", "-1", "list"], environ={})
+    assert exited.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_daemon_settings_do_not_stop_the_silence_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    # SENTRY_ORG without a token stops the daemon (exit 2); the client reads only where alertd listens.
+    code = main(["silence", "--timeout", "0.5", "list"], environ={"SENTRY_ORG": "acme", "ALERTD_LISTEN": "127.0.0.1:1"})
+    assert code == 1  # nothing listens on port 1: refused, not a bad setting
+    assert "SENTRY_ORG" not in capsys.readouterr().err
