@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,6 +27,25 @@ from alertd.window import Resolution
 
 # A batch is weighed this many events at a time, letting other requests in between (all before the 202).
 INGEST_CHUNK = 1000
+
+
+# Sentry resolutions held back by silences, remembered at most (oldest dropped first).
+MAX_OWED = 10_000
+# How often held-back resolutions are looked at while some are pending (a silence may be expired early).
+OWED_CHECK_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    """The silence covering a provider: its id (`rules:<n>` for the rules file's n-th), end (epoch) and comment."""
+
+    id: str
+    ends_at: float
+    comment: str
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"id", "ends_at" (RFC 3339), "comment"}`, as the query API shows it."""
+        return {"id": self.id, "ends_at": iso(self.ends_at), "comment": self.comment}
 
 
 class AlertService:
@@ -53,6 +73,8 @@ class AlertService:
         self.resolutions: ResolutionSink = NullResolutionSink()
         # API silences (POST /v1/silences): this process's own; cluster mode shares them in Redis.
         self.silences: SilenceBackend = MemorySilences(SilenceStore(), wall_clock)
+        # Providers whose Sentry resolution a silence held back, and when that silence ends (epoch seconds).
+        self._owed: dict[str, float] = {}
         # The rules in force (GET /v1/rules, declared silences); `daemon` sets them and reloads them.
         self.rules: RuleSet | None = None
         # Re-reads ALERTD_RULES_FILE (on SIGHUP); None when it is unset.
@@ -100,6 +122,7 @@ class AlertService:
         for alert in alerts:
             if alert.opens_episode:
                 self.resolutions.cancel(alert.provider)
+                self._owed.pop(alert.provider, None)
                 if alert.provider not in gone:
                     metrics.set_firing(alert.provider, firing=True)
                 self._deadlines_changed.set()
@@ -112,28 +135,28 @@ class AlertService:
                 self._silenced(alert, silence, tracked=alert.provider not in gone)
         return fired
 
-    async def silence_for(self, provider: str) -> dict[str, Any] | None:
-        """The silence covering `provider` now (`id`, `ends_at`, `comment`), from the rules file or the API."""
+    async def silence_for(self, provider: str) -> Cover | None:
+        """The silence covering `provider` now, from the rules file or the API."""
         rules = self.rules
         if rules is not None and rules.silences:
             declared = rules.silence_for(provider, self.wall_clock())
             if declared is not None:
                 # Declared silences have no id of their own: their place in the file names them.
                 number = rules.silences.index(declared) + 1
-                return {"id": f"rules:{number}", "ends_at": iso(declared.ends_at), "comment": declared.comment}
+                return Cover(f"rules:{number}", declared.ends_at, declared.comment)
         silence = await self.silences.covering(provider)
         if silence is None:
             return None
-        return {"id": silence.id, "ends_at": iso(silence.ends_at), "comment": silence.comment}
+        return Cover(silence.id, silence.ends_at, silence.comment)
 
-    def _silenced(self, alert: Alert, silence: dict[str, Any], *, tracked: bool) -> None:
+    def _silenced(self, alert: Alert, silence: Cover, *, tracked: bool) -> None:
         if tracked:
             self.metrics.silenced.labels(alert.provider).inc()
         self.log.info(
             "alert_silenced",
             provider=alert.provider,
-            silence_id=silence["id"],
-            silenced_until=silence["ends_at"],
+            silence_id=silence.id,
+            silenced_until=iso(silence.ends_at),
             event_id=alert.event_id,
             message=alert.message,
         )
@@ -151,11 +174,38 @@ class AlertService:
         return self._deadlines_changed
 
     async def resolve_due(self) -> float | None:
-        """Resolve the episodes whose deadline has passed; returns the next deadline known (monotonic)."""
+        """Resolve the episodes whose deadline has passed; returns when to look again (monotonic), or None.
+
+        Also sends the Sentry resolutions a silence held back, once no silence covers their provider.
+        """
         resolutions, next_deadline = await self.tracker.resolve_due()
         if resolutions:
             await self._resolved(resolutions, set())
-        return next_deadline
+        next_owed = await self._send_owed()
+        if next_owed is None:
+            return next_deadline
+        return next_owed if next_deadline is None else min(next_deadline, next_owed)
+
+    async def _send_owed(self) -> float | None:
+        """Resolve in Sentry the issues whose resolution a silence held back, once no silence covers them."""
+        if not self._owed:
+            return None
+        now = self.wall_clock()
+        for provider, ends_at in list(self._owed.items()):
+            if ends_at > now:
+                continue
+            silence = await self.silence_for(provider)
+            if silence is not None:
+                self._owed[provider] = silence.ends_at
+                continue
+            del self._owed[provider]
+            self.log.info("resolution_sent_after_silence", provider=provider)
+            self.resolutions.resolve(provider)
+        if not self._owed:
+            return None
+        # A silence expired early (DELETE) is noticed within OWED_CHECK_SECONDS.
+        wait = min(min(self._owed.values()) - now, OWED_CHECK_SECONDS)
+        return self.clock() + max(0.0, wait)
 
     async def _resolved(self, resolutions: list[Resolution], gone: set[str]) -> None:
         offset = self.epoch_offset()
@@ -178,7 +228,14 @@ class AlertService:
             if silence is None:
                 self.resolutions.resolve(provider)
             else:
-                self.log.info("resolution_silenced", provider=provider, silence_id=silence["id"])
+                # Owed: sent once no silence covers the provider, unless its next episode opens first.
+                self.log.info(
+                    "resolution_silenced", provider=provider, silence_id=silence.id, until=iso(silence.ends_at)
+                )
+                self._owed[provider] = silence.ends_at
+                if len(self._owed) > MAX_OWED:
+                    self._owed.pop(next(iter(self._owed)))
+                self._deadlines_changed.set()
 
     def fire(self, alert: Alert, *, tracked: bool = True) -> Alert:
         """Count, log and send one alert; returns it as sent, with its undelivered count."""
@@ -222,6 +279,7 @@ class AlertService:
         def when(mono: float | None) -> str | None:
             return None if mono is None else iso(mono + offset)
 
+        silence = await self.silence_for(stats.provider)
         episode = stats.episode
         shown: dict[str, Any] = {"state": "ok" if episode is None else "firing"}
         if episode is not None:
@@ -243,5 +301,5 @@ class AlertService:
             "last_failure_at": when(stats.last_failure),
             "last_alert_at": when(stats.last_alert),
             "episode": shown,
-            "silenced_by": await self.silence_for(stats.provider),
+            "silenced_by": None if silence is None else silence.to_json(),
         }

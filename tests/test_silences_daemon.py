@@ -87,7 +87,9 @@ async def test_a_silence_ends_by_itself_at_its_end(sentry: LoopbackSentry) -> No
         assert listed["active"] is False  # ended, still listed for an hour
 
 
-async def test_a_silence_holds_back_the_sentry_resolution(sentry: LoopbackSentry, api: LoopbackSentryApi) -> None:
+async def test_a_silence_holds_back_the_sentry_resolution_until_it_ends(
+    sentry: LoopbackSentry, api: LoopbackSentryApi
+) -> None:
     env = {
         "ALERTD_THRESHOLD": "2",
         "ALERTD_RESOLVE_AFTER_SECONDS": "0.3",
@@ -99,7 +101,9 @@ async def test_a_silence_holds_back_the_sentry_resolution(sentry: LoopbackSentry
     async with running_daemon(env) as daemon:
         await daemon.post([{"provider": "a"}, {"provider": "a"}, {"provider": "b"}, {"provider": "b"}])
         await sentry.wait_for_events(2)
-        await silence(daemon, providers="a", duration_seconds=600, comment="maintenance")
+        ends = time.time() + 1.5
+        ends_at = datetime.fromtimestamp(ends, UTC).isoformat().replace("+00:00", "Z")
+        await silence(daemon, providers="a", ends_at=ends_at, comment="maintenance")
         [call] = await api.wait_for_calls(1)  # b's resolution goes through
         assert call.provider == "b"
         with anyio.fail_after(10):
@@ -107,8 +111,11 @@ async def test_a_silence_holds_back_the_sentry_resolution(sentry: LoopbackSentry
                 await anyio.sleep(0.02)
         [held] = daemon.logged("resolution_silenced")
         assert held["provider"] == "a"
-        await anyio.sleep(0.3)
-        assert [c.provider for c in api.calls] == ["b"]
+        assert [c.provider for c in api.calls] == ["b"]  # nothing for a while the silence lasts
+        calls = await api.wait_for_calls(2)  # the silence ended: the held-back resolution is sent
+        assert calls[1].provider == "a"
+        assert time.time() >= ends
+        assert [line["provider"] for line in daemon.logged("resolution_sent_after_silence")] == ["a"]
 
 
 async def test_bad_silences_are_refused_with_the_field_named() -> None:
