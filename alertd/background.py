@@ -17,7 +17,8 @@ from structlog.typing import FilteringBoundLogger
 
 from alertd.config import Config
 from alertd.resolver import IssueResolver
-from alertd.rules import RuleSet, load_rules, rules_from_environment
+from alertd.rules import RuleSet, rules_from_environment
+from alertd.rules_file import load_rules
 from alertd.rules_watch import RulesReloader
 from alertd.service import AlertService
 from alertd.state import StateKeeper

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from structlog.typing import FilteringBoundLogger
 
 from alertd.errors import RulesError
-from alertd.rules import ProviderRule, RuleSet, parse_rules_bytes, read_rules_file
+from alertd.rules import ProviderRule, RuleSet
+from alertd.rules_file import parse_rules_bytes, read_rules_file
 
 RELOAD_RESULTS = ("success", "failure")
 MAX_POLL_SECONDS = 5.0

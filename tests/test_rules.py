@@ -20,10 +20,9 @@ from alertd.rules import (
     ProviderRule,
     RuleSet,
     Tier,
-    load_rules,
-    parse_rules,
     rules_from_environment,
 )
+from alertd.rules_file import load_rules, parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = rules_from_environment(5, 300.0, 60.0, 300.0, loaded_at=0.0).defaults
