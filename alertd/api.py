@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -10,12 +9,10 @@ from typing import Any
 
 import anyio
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alertd.anonymizer import Anonymizer
-from alertd.answers import CONFIG, authorized, error_response, unauthorized
+from alertd.answers import CONFIG, authorized, error_response, read_body, unauthorized
 from alertd.config import Config
 from alertd.errors import InvalidEventError
 from alertd.event import CONTENT_TYPES, decode_valid_events, validate_events
@@ -72,33 +69,6 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "internal_error", "alertd failed to handle the request; see its log")
 
 
-async def _read_body(request: web.Request) -> bytes | web.Response:
-    """The whole (inflated) body, or the error answer when it is too large, late, cut off or undecodable."""
-    limit = request.app[CONFIG].max_body_bytes
-    too_large = f"the body is over ALERTD_MAX_BODY_BYTES ({limit} bytes)"
-    if request.content_length is not None and request.content_length > limit:
-        return _reject(request, "body_too_large", 413, too_large)
-    timeout = request.app[CONFIG].client_timeout_seconds
-    try:
-        # A body that came whole with the headers (the usual small POST) needs no timer: anyio.fail_after's
-        # cancel scope cost ~10% of the CPU of a single-event request.
-        waiting = contextlib.nullcontext() if request.content.is_eof() else anyio.fail_after(timeout)
-        with waiting:
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _reject(request, "body_too_large", 413, too_large)
-    except TimeoutError:
-        late = f"the body did not arrive within ALERTD_CLIENT_TIMEOUT_SECONDS ({timeout:g}s)"
-        response = _reject(request, "incomplete_body", 408, late)
-        response.force_close()  # the rest of a late body is not worth waiting for: close, do not linger
-        return response
-    except ConnectionError:
-        return _reject(request, "incomplete_body", 400, "the client closed the connection before the body arrived")
-    except (RequestPayloadError, HttpProcessingError):
-        # A body that does not decompress as its Content-Encoding says: the client's fault, not ours.
-        return _reject(request, "invalid_body", 400, "the body could not be decoded as its Content-Encoding says")
-
-
 async def post_failures(request: web.Request) -> web.Response:
     """POST /v1/failures: record one event, a JSON array of events, or NDJSON."""
     if not authorized(request):
@@ -111,7 +81,9 @@ async def post_failures(request: web.Request) -> web.Response:
             415,
             f"Content-Type must be one of {', '.join(CONTENT_TYPES)}",
         )
-    body = await _read_body(request)
+    limit = request.app[CONFIG].max_body_bytes
+    too_large = f"the body is over ALERTD_MAX_BODY_BYTES ({limit} bytes)"
+    body = await read_body(request, limit, too_large, _reject, own_limit=False)
     if isinstance(body, web.Response):
         return body
     anonymize = request.app[ANONYMIZER].anonymize

@@ -10,13 +10,10 @@ import json
 import time
 from collections.abc import Callable
 
-import anyio
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 from structlog.typing import FilteringBoundLogger
 
-from alertd.answers import CONFIG, authorized, error_response, unauthorized
+from alertd.answers import authorized, body_error, error_response, read_body, unauthorized
 from alertd.errors import BackendUnavailableError, InvalidSilenceError, SilenceLimitError
 from alertd.silences import SilenceBackend, parse_silence_request
 
@@ -38,34 +35,6 @@ def _unavailable(exc: BackendUnavailableError) -> web.Response:
     return error_response(503, "backend_unavailable", str(exc), reason=exc.reason)
 
 
-async def _read_body(request: web.Request) -> bytes | web.Response:
-    """The whole body, or the error answer when it is too large, late, cut off or undecodable."""
-    too_large = f"a silence request is at most {MAX_SILENCE_BODY_BYTES} bytes"
-    if request.content_length is not None and request.content_length > MAX_SILENCE_BODY_BYTES:
-        return error_response(413, "body_too_large", too_large)
-    timeout = request.app[CONFIG].client_timeout_seconds
-    body = bytearray()
-    try:
-        with anyio.fail_after(timeout):
-            async for chunk in request.content.iter_any():
-                body += chunk
-                if len(body) > MAX_SILENCE_BODY_BYTES:
-                    response = error_response(413, "body_too_large", too_large)
-                    response.force_close()  # the rest of the body is not worth reading
-                    return response
-    except TimeoutError:
-        response = error_response(
-            408, "incomplete_body", f"the body did not arrive within ALERTD_CLIENT_TIMEOUT_SECONDS ({timeout:g}s)"
-        )
-        response.force_close()
-        return response
-    except ConnectionError:
-        return error_response(400, "incomplete_body", "the client closed the connection before the body arrived")
-    except (RequestPayloadError, HttpProcessingError):
-        return error_response(400, "invalid_body", "the body could not be decoded as its Content-Encoding says")
-    return bytes(body)
-
-
 def _parse_json(body: bytes) -> object | web.Response:
     try:
         return json.loads(body)  # type: ignore[no-any-return]
@@ -77,7 +46,8 @@ async def post_silence(request: web.Request) -> web.Response:
     """POST /v1/silences: create a silence; 201 with its id."""
     if not authorized(request):
         return unauthorized()
-    raw = await _read_body(request)
+    too_large = f"a silence request is at most {MAX_SILENCE_BODY_BYTES} bytes"
+    raw = await read_body(request, MAX_SILENCE_BODY_BYTES, too_large, body_error, own_limit=True)
     body = raw if isinstance(raw, web.Response) else _parse_json(raw)
     if isinstance(body, web.Response):
         return body
