@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alertd.window import Episode, Rule
+from alertd.window import Episode, Rule, carry_cooldowns
 
 SCRIPT = importlib.resources.files("alertd").joinpath("window.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -87,7 +88,11 @@ class Resolved:
 
 
 def signature(rule: Rule) -> str:
-    """`window|levels|digest`: equal for equal rules in every process (sets sorted, no hash order)."""
+    """`window|L|digest|levels`: equal for equal rules in every process (sets sorted, no hash order).
+
+    L is the number of tiers; levels are the tiers' levels, URL-quoted and joined by ",", so that the script
+    can carry each tier's cooldown over by level when the signature changes (window.py's change_rule).
+    """
     canonical = json.dumps(
         [
             rule.threshold,
@@ -101,7 +106,27 @@ def signature(rule: Rule) -> str:
         ]
     )
     digest = hashlib.sha1(canonical.encode(), usedforsecurity=False).hexdigest()[:16]
-    return f"{rule.window!r}|{len(rule.levels)}|{digest}"
+    levels = ",".join(urllib.parse.quote(level, safe="") for _, level in rule.levels)
+    return f"{rule.window!r}|{len(rule.levels)}|{digest}|{levels}"
+
+
+def stored_cooldowns(fields: Mapping[str, str], rule: Rule, sig: str) -> list[float | None]:
+    """The cooldowns per tier of `rule` (signed `sig`) from a state hash holding `rl`: as the script carries them.
+
+    Under another signature, by level (an older alertd's signature names no levels: the same rule keeps them
+    by index, another one takes the latest for every tier), as the provider's next failure would see them.
+    """
+    stored_sig = fields["rl"]
+    _, count, rest = stored_sig.split("|", 2)
+    digest, bar, levels = rest.partition("|")
+    stored = [float(fields[f"c{i}"]) if f"c{i}" in fields else None for i in range(1, int(count) + 1)]
+    new_levels = [level for _, level in rule.levels]
+    if bar:
+        return carry_cooldowns([urllib.parse.unquote(level) for level in levels.split(",")], stored, new_levels)
+    if digest == sig.split("|")[2]:
+        return stored
+    latest = max((since for since in stored if since is not None), default=None)
+    return [latest] * len(new_levels)
 
 
 def rule_args(rule: Rule) -> tuple[str | int, ...]:

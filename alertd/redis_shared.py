@@ -21,7 +21,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
 from alertd.event import FailureEvent
-from alertd.redis_scripts import SCRIPT, SCRIPT_SHA, Decision, Resolved, has_filters, rule_args
+from alertd.redis_scripts import SCRIPT, SCRIPT_SHA, Decision, Resolved, has_filters, rule_args, stored_cooldowns
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker, ProviderStats, Recorded, Trigger, counted
 from alertd.window import Episode, ProviderWindow, Resolution, Rule
 
@@ -447,9 +447,8 @@ class RedisTracker:
             totals=(int(fields.get("ft", 0)), int(fields.get("at", 0)), int(fields.get("tt", 0))),
         )
         if "rl" in fields:  # per-tier cooldowns (an older alertd kept one, `la`, which restore() spread)
-            window.cooldowns = [
-                float(fields[f"c{i}"]) if f"c{i}" in fields else None for i in range(1, len(rule.levels) + 1)
-            ]
+            signed = str(self._rule_info(rule)[1][3])  # rule_args: window, cooldown, resolve, signature, …
+            window.cooldowns = stored_cooldowns(fields, rule, signed)
         if "es" in fields:
             window.episode_start = float(fields["es"])
             window.episode_alerts = int(fields.get("ea", 0))

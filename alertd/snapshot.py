@@ -30,7 +30,7 @@ from alertd.silences import (
 )
 from alertd.timefmt import MAX_EPOCH
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker
-from alertd.window import BUCKETS, Episode, ProviderWindow, Rule
+from alertd.window import BUCKETS, Episode, ProviderWindow, Rule, carry_cooldowns
 
 VERSION = 1
 # Bounds on what a document may hold; past them it is corrupt. A rule keeps at most 10,000 arrival times
@@ -40,6 +40,7 @@ MAX_TIMES = 10_000
 MAX_COUNT = 2**53
 MAX_SILENCES = 2 * MAX_ACTIVE
 MAX_SILENCE_ID_CHARS = 128
+MAX_LEVEL_CHARS = 64
 _EVENT_STRINGS = {**MAX_CHARS, "provider": MAX_PROVIDER_CHARS, "message": MAX_MESSAGE_CHARS}
 
 
@@ -61,6 +62,8 @@ class _Provider:
     bucket_seconds: float
     buckets: list[tuple[int, float, float]]
     cooldowns: list[float | None]
+    # The level of each cooldown's tier, or None in a document of an alertd that did not save them.
+    levels: list[str] | None
     last_alert: float | None
     alert_tier: int
     throttled_since_alert: int
@@ -79,6 +82,7 @@ class Captured:
     bucket_seconds: float
     buckets: list[tuple[int, float, float]]
     cooldowns: tuple[float | None, ...]
+    levels: tuple[str, ...]
     last_alert: float | None
     alert_tier: int
     throttled_since_alert: int
@@ -100,6 +104,7 @@ def capture(tracker: MemoryTracker) -> list[Captured]:
             window.bucket_seconds,
             window.bucket_counts(),
             tuple(window.cooldowns),
+            tuple(level for _, level in window.rule.levels),
             window.last_alert,
             window.alert_tier,
             window.throttled_since_alert,
@@ -130,6 +135,8 @@ def document(
                 "bucket_seconds": c.bucket_seconds,
                 "buckets": [[count, first + offset, last + offset] for count, first, last in c.buckets],
                 "cooldowns": [maybe(since) for since in c.cooldowns],
+                # Added within version 1: a document without it restores its cooldowns as before (_window).
+                "levels": list(c.levels),
                 "last_alert": maybe(c.last_alert),
                 "alert_tier": c.alert_tier,
                 "throttled_since_alert": c.throttled_since_alert,
@@ -234,7 +241,11 @@ def _window(
         window.load_buckets([(1, at, at) for at in window.recent])
     cooldowns = [None if since is None or now - mono(since) >= rule.cooldown else mono(since) for since in p.cooldowns]
     levels = len(rule.levels)
-    if len(cooldowns) != levels:
+    if p.levels is not None:
+        # By level, as a rule change does (a document saved under the same rule gets its cooldowns back as they were).
+        cooldowns = carry_cooldowns(p.levels, cooldowns, [level for _, level in rule.levels])
+    elif len(cooldowns) != levels:
+        # A document without levels and another number of tiers: the latest cooldown for every tier.
         latest = max((since for since in cooldowns if since is not None), default=None)
         cooldowns = [latest] * levels
     window.cooldowns = cooldowns
@@ -280,6 +291,13 @@ def _provider(item: object, index: int) -> _Provider:
         _maybe_epoch(since, f"{where}: cooldowns")
         for since in _list(data.get("cooldowns"), f"{where}: cooldowns", MAX_TIMES)
     ]
+    levels = data.get("levels")
+    if levels is not None:
+        levels = _list(levels, f"{where}: levels", MAX_TIMES)
+        if len(levels) != len(cooldowns) or not all(
+            isinstance(level, str) and 0 < len(level) <= MAX_LEVEL_CHARS for level in levels
+        ):
+            raise StateError(f"{where}: levels must be one level name per cooldown")
     totals = _object(data.get("totals"), f"{where}: totals")
     episode = data.get("episode")
     if episode is not None:
@@ -301,6 +319,7 @@ def _provider(item: object, index: int) -> _Provider:
         bucket_seconds=width,
         buckets=buckets,
         cooldowns=cooldowns,
+        levels=levels,
         last_alert=_maybe_epoch(data.get("last_alert"), f"{where}: last_alert"),
         alert_tier=_count(data.get("alert_tier"), f"{where}: alert_tier"),
         throttled_since_alert=_count(data.get("throttled_since_alert"), f"{where}: throttled_since_alert"),

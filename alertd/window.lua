@@ -13,7 +13,8 @@
 --              tier's cooldown start), es, ea, et, fb, lh (the open episode: start, alerts, throttled hits,
 --              ft - its failures, last threshold hit), lr (last resolved), rl (the rule's signature)
 --   ARGV, from a cursor: n (failures), window, cooldown, resolve (seconds), signature, L, threshold1..L
---   (the signature is "window|L|digest": a different one applies window.py's change_rule first).
+--   (the signature is "window|L|digest|levels", levels the tiers' levels, URL-quoted, joined by ",": a different
+--   one applies window.py's change_rule first; an older alertd's "window|L|digest" has no levels).
 -- Reply per provider: {now, throttled, deadline, resolution, k1, count1, first1, since1, tier1, start1,
 --   rank1, k2, ...}: deadline of the episode open after the call ("" when none); resolution: "" or {start,
 --   alerts, throttled, failures, last hit} of the episode resolved lazily (at now) before the failures were
@@ -38,6 +39,31 @@ local function fmt(x)
   return string.format('%.17g', x)
 end
 local NOW = fmt(now)
+
+-- "a,b,,c" -> {"a", "b", "", "c"}
+local function split(text)
+  local out = {}
+  local from = 1
+  while true do
+    local comma = string.find(text, ',', from, true)
+    if not comma then
+      out[#out + 1] = string.sub(text, from)
+      return out
+    end
+    out[#out + 1] = string.sub(text, from, comma - 1)
+    from = comma + 1
+  end
+end
+
+-- A signature's window, digest and levels (nil when it names none: an older alertd's).
+local function parse_sig(sig)
+  local window, rest = string.match(sig, '^([^|]+)|[^|]+|(.*)$')
+  local bar = string.find(rest, '|', 1, true)
+  if not bar then
+    return tonumber(window), rest, nil
+  end
+  return tonumber(window), string.sub(rest, 1, bar - 1), split(string.sub(rest, bar + 1))
+end
 
 local function cfields(L)
   local fields = {}
@@ -121,20 +147,43 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
       cd[i] = older
     end
   elseif old_sig ~= false and old_sig ~= sig then
-    -- window.py's change_rule: the latest cooldown for every tier; buckets again from the stamps kept.
-    local old_window, old_levels = string.match(old_sig, '^([^|]+)|([^|]+)|')
-    local latest = nil
-    local olds = redis.call('HMGET', state_key, unpack(cfields(tonumber(old_levels))))
-    for _, c in ipairs(olds) do
-      local v = tonumber(c or '')
-      if v ~= nil and (latest == nil or v > latest) then
-        latest = v
+    -- window.py's change_rule: the n-th tier of a level keeps the cooldown of the old rule's n-th tier of that
+    -- level (carry_cooldowns), a tier at a new level starts with none; buckets again from the stamps kept.
+    local old_window, old_digest, old_levels = parse_sig(old_sig)
+    local _, digest, levels = parse_sig(sig)
+    if old_levels == nil then
+      if old_digest ~= digest then
+        -- An older alertd's signature names no levels: the latest cooldown for every tier, as it did.
+        local latest = nil
+        local olds = redis.call('HMGET', state_key, unpack(cfields(tonumber(string.match(old_sig, '^[^|]+|([^|]+)|')))))
+        for _, c in ipairs(olds) do
+          local v = tonumber(c or '')
+          if v ~= nil and (latest == nil or v > latest) then
+            latest = v
+          end
+        end
+        for i = 1, L do
+          cd[i] = latest
+        end
+      end -- the same rule, signed by an older alertd: nothing changes
+    else
+      local olds = redis.call('HMGET', state_key, unpack(cfields(#old_levels)))
+      local carried = {}
+      local seen = {}
+      for j, level in ipairs(old_levels) do
+        local nth = (seen[level] or 0) + 1
+        seen[level] = nth
+        carried[level .. ',' .. nth] = tonumber(olds[j] or '')
+      end
+      seen = {}
+      for i = 1, L do
+        local level = levels[i]
+        local nth = (seen[level] or 0) + 1
+        seen[level] = nth
+        cd[i] = carried[level .. ',' .. nth]
       end
     end
-    for i = 1, L do
-      cd[i] = latest
-    end
-    if tonumber(old_window) ~= window then
+    if old_window ~= window then
       load(1, m)
       loaded_all = true
       rebuild(buckets_key, old, window, width)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 BUCKETS = 60
@@ -93,6 +94,31 @@ class Rule:
         if (self.count_status is not None and status in self.count_status) or status // 100 in self.count_classes:
             return None
         return "status"
+
+
+def carry_cooldowns(
+    old_levels: Sequence[str], cooldowns: Sequence[float | None], new_levels: Sequence[str]
+) -> list[float | None]:
+    """The cooldowns per tier of a rule with `new_levels`, carried over by level from a rule with `old_levels`.
+
+    The n-th tier of a level takes the cooldown of the old rule's n-th tier of that level; a tier whose level
+    the old rule lacks (or had fewer times) starts with none. An untiered rule's one tier is at level "error".
+    """
+    if len(old_levels) != len(cooldowns):
+        raise ValueError("one cooldown per old level")
+    carried: dict[tuple[str, int], float | None] = {}
+    seen: dict[str, int] = {}
+    for level, since in zip(old_levels, cooldowns, strict=True):
+        nth = seen.get(level, 0)
+        seen[level] = nth + 1
+        carried[(level, nth)] = since
+    out: list[float | None] = []
+    seen = {}
+    for level in new_levels:
+        nth = seen.get(level, 0)
+        seen[level] = nth + 1
+        out.append(carried.get((level, nth)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +262,11 @@ class ProviderWindow:
         return -1
 
     def change_rule(self, rule: Rule) -> None:
-        """Judge the next failures by `rule`: recent failures, cooldowns and the episode carry over."""
+        """Judge the next failures by `rule`: recent failures and the episode carry over, cooldowns by level.
+
+        Each tier of `rule` keeps the cooldown of the old rule's tier at its level (see `carry_cooldowns`), so
+        a threshold change keeps each tier's own cooldown and a tier at a new level starts with none.
+        """
         if rule == self.rule:
             self.rule = rule
             return
@@ -249,8 +279,9 @@ class ProviderWindow:
             self._buckets = deque()
             for at in self.recent:
                 self._count(at)
-        latest = max((c for c in self.cooldowns if c is not None), default=None)
-        self.cooldowns = [latest] * len(rule.levels)
+        self.cooldowns = carry_cooldowns(
+            [level for _, level in old.levels], self.cooldowns, [level for _, level in rule.levels]
+        )
         self.alert_tier = min(self.alert_tier, len(rule.levels) - 1)
 
     @property

@@ -159,14 +159,41 @@ def test_the_rule_in_force_at_restore_time_judges_the_window() -> None:
     [trigger] = second.record_now([FailureEvent("openai")]).triggers
     assert trigger.count == 4
     assert trigger.rule.window == 120.0
-    # Tiers now: the one cooldown kept applies to each tier.
+    # Tiers now: the cooldowns go by level, and the untiered rule's one tier is at level "error".
     clock.advance(1.0)
     fail(first, "p", 5)
     tiers = Rule(threshold=5, window=300.0, cooldown=60.0, tiers=((5, "warning"), (10, "error")))
-    third, _ = load(save(first), FakeClock(0.0), WALL + 2.0, tiers)
+    document = save(first)
+    assert document["providers"][-1]["levels"] == ["error"]
+    third, _ = load(document, FakeClock(0.0), WALL + 2.0, tiers)
     [(_, window, _)] = [e for e in third.export_entries() if e[0] == "p"]
-    assert len(window.cooldowns) == 2
-    assert window.cooldowns[0] == window.cooldowns[1] is not None
+    assert window.cooldowns == [None, -2.0]  # the alert at wall WALL, 2 s ago: the error tier's cooldown
+    # A document of an alertd that saved no levels: the one cooldown kept applies to each tier, as it did.
+    del document["providers"][-1]["levels"]
+    fourth, _ = load(document, FakeClock(0.0), WALL + 2.0, tiers)
+    [(_, window, _)] = [e for e in fourth.export_entries() if e[0] == "p"]
+    assert window.cooldowns == [-2.0, -2.0]
+
+
+def test_restored_tier_cooldowns_go_by_level() -> None:
+    clock = FakeClock(1000.0)
+    old = Rule(threshold=2, window=300.0, cooldown=60.0, tiers=((2, "warning"), (4, "error"), (6, "fatal")))
+    first = tracker(clock, old)
+    fail(first, "p", 2)  # warning at 1000
+    clock.advance(5.0)
+    fail(first, "p", 2)  # error at 1005
+    document = save(first)  # saved at wall WALL, clock 1005
+    assert document["providers"][0]["levels"] == ["warning", "error", "fatal"]
+    # The error tier at a new threshold keeps its own cooldown; warning is gone; info is new: none.
+    new = Rule(threshold=3, window=300.0, cooldown=60.0, tiers=((3, "info"), (5, "error"), (8, "fatal")))
+    second, _ = load(document, FakeClock(0.0), WALL + 10.0, new)
+    [(_, window, _)] = [e for e in second.export_entries() if e[0] == "p"]
+    assert window.cooldowns == [None, -10.0, None]
+    # The same tiers: every cooldown as it was, each its own; and without levels, by index (same count).
+    for doc in (document, {**document, "providers": [{**document["providers"][0], "levels": None}]}):
+        third, _ = load(doc, FakeClock(0.0), WALL + 10.0, old)
+        [(_, window, _)] = [e for e in third.export_entries() if e[0] == "p"]
+        assert window.cooldowns == [-15.0, -10.0, None]
 
 
 def test_past_the_cap_the_most_recently_seen_are_restored() -> None:
@@ -228,6 +255,10 @@ def valid_document() -> dict[str, Any]:
         (lambda d: d["providers"][0]["buckets"][0].__setitem__(0, 0), "count"),
         (lambda d: d["providers"][0]["cooldowns"].__setitem__(0, "soon"), "cooldowns"),
         (lambda d: d["providers"][0].update(alert_tier=-1), "alert_tier"),
+        (lambda d: d["providers"][0].update(levels="error"), "levels"),
+        (lambda d: d["providers"][0]["levels"].append("fatal"), "levels"),
+        (lambda d: d["providers"][0]["levels"].__setitem__(0, 3), "levels"),
+        (lambda d: d["providers"][0]["levels"].__setitem__(0, ""), "levels"),
         (lambda d: d["providers"][0].update(throttled_since_alert=1.5), "throttled_since_alert"),
         (lambda d: d["providers"][0]["totals"].update(failures=2**60), "totals.failures"),
         (lambda d: d["providers"][0]["episode"].update(alerts=None), "episode.alerts"),

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from alertd.alert import build_alert
 from alertd.event import FailureEvent
 from alertd.tracker import MemoryTracker
-from alertd.window import ProviderWindow, Rule, Verdict
+from alertd.window import ProviderWindow, Rule, Verdict, carry_cooldowns
 from tests.support.daemon import FakeClock
 
 TIERED = Rule(threshold=3, window=100.0, cooldown=60.0, tiers=((3, "warning"), (6, "error"), (9, "fatal")))
@@ -105,6 +105,57 @@ def test_a_new_rule_judges_the_next_failure_and_keeps_the_window() -> None:
     [trigger] = tracker.record_now([FailureEvent("p")]).triggers
     assert trigger.rule.threshold == 4
     assert trigger.count == 4
+
+
+def test_a_reload_that_keeps_the_levels_keeps_each_tier_s_own_cooldown() -> None:
+    window = ProviderWindow(TIERED)
+    assert [window.record(float(t)) for t in range(3)][-1] is Verdict.ALERT  # warning at 2
+    # Another rule with the same levels (other thresholds and cooldown): each tier keeps its own cooldown.
+    reloaded = Rule(threshold=3, window=100.0, cooldown=50.0, tiers=((3, "warning"), (5, "error"), (9, "fatal")))
+    window.change_rule(reloaded)
+    assert window.cooldowns == [2.0, None, None]
+    assert window.record(3.0) is Verdict.THROTTLED  # warning again, inside the warning tier's cooldown
+    assert window.record(4.0) is Verdict.ALERT  # error, through the warning tier's cooldown, right after the reload
+    assert window.alert_tier == 1
+    assert window.cooldowns == [2.0, 4.0, None]
+    # Through the tracker's reload too.
+    clock = FakeClock(0.0)
+    tracker = MemoryTracker(TIERED, 10, clock)
+    assert [t.tier for t in tracker.record_now([FailureEvent("p")] * 3).triggers] == [0]
+    tracker.set_rules(lambda _provider: reloaded)  # the provider is firing: it takes the rule at once
+    clock.advance(1.0)
+    assert [t.tier for t in tracker.record_now([FailureEvent("p")] * 3).triggers] == [1]
+
+
+def test_a_plain_threshold_change_keeps_the_cooldown() -> None:
+    window = ProviderWindow(Rule(threshold=5, window=60.0, cooldown=30.0))
+    assert [window.record(float(t)) for t in range(5)][-1] is Verdict.ALERT
+    window.change_rule(Rule(threshold=4, window=60.0, cooldown=30.0))  # both at the implicit level "error"
+    assert window.cooldowns == [4.0]
+    assert window.record(5.0) is Verdict.THROTTLED  # no second alert right after the reload
+    assert window.record(34.0) is Verdict.ALERT  # the cooldown from 4 s ran out
+
+
+def test_a_tier_at_a_new_level_starts_without_a_cooldown() -> None:
+    window = ProviderWindow(Rule(threshold=3, window=60.0, cooldown=30.0))
+    assert [window.record(float(t)) for t in range(3)][-1] is Verdict.ALERT  # level "error" at 2
+    window.change_rule(Rule(threshold=3, window=60.0, cooldown=30.0, tiers=((3, "warning"), (6, "error"))))
+    assert window.cooldowns == [None, 2.0]
+    assert window.record(3.0) is Verdict.ALERT  # warning: a new level, free
+    assert window.alert_tier == 0
+    assert window.record(4.0) is Verdict.THROTTLED
+    assert window.record(5.0) is Verdict.THROTTLED  # error: its cooldown from 2 s carried over
+    window.change_rule(Rule(threshold=3, window=60.0, cooldown=30.0, tiers=((3, "info"), (6, "fatal"))))
+    assert window.cooldowns == [None, None]
+    assert window.record(6.0) is Verdict.ALERT  # fatal: new, free
+    assert window.alert_tier == 1
+
+
+def test_cooldowns_carry_over_by_level_and_by_rank_within_a_level() -> None:
+    old = ["warning", "warning", "error"]
+    assert carry_cooldowns(old, [1.0, 2.0, 3.0], ["warning", "error", "warning", "warning"]) == [1.0, 3.0, 2.0, None]
+    assert carry_cooldowns(old, [1.0, None, 3.0], ["fatal", "error"]) == [None, 3.0]
+    assert carry_cooldowns(["error"], [7.0], ["error"]) == [7.0]
 
 
 def test_a_provider_matched_by_a_rule_keeps_its_own_window() -> None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from alertd.event import FailureEvent
+from alertd.redis_scripts import signature
 from alertd.redis_tracker import RedisTracker
 from alertd.tracker import MemoryTracker
 from alertd.window import ProviderWindow, Rule
@@ -21,15 +22,21 @@ names = itertools.count()
 
 @st.composite
 def rules(draw: st.DrawFn) -> Rule:
-    """A rule with or without tiers (up to three), with or without RESOLVE_AFTER."""
+    """A rule with or without tiers (up to three, at any levels, a level perhaps twice), with or without RESOLVE_AFTER.
+
+    Few levels, so that two rules often share some and not others: rule changes carry cooldowns over by level.
+    """
     threshold = draw(st.integers(1, 6))
     extra = draw(st.lists(st.integers(1, 4), max_size=2))
     tiers: tuple[tuple[int, str], ...] = ()
     if extra:
-        levels = [threshold]
+        thresholds = [threshold]
         for step in extra:
-            levels.append(levels[-1] + step)
-        tiers = tuple(zip(levels, ["warning", "error", "fatal"], strict=False))
+            thresholds.append(thresholds[-1] + step)
+        levels = draw(
+            st.lists(st.sampled_from(["warning", "error", "fatal"]), min_size=len(thresholds), max_size=len(thresholds))
+        )
+        tiers = tuple(zip(thresholds, levels, strict=True))
     return Rule(
         threshold=threshold,
         window=draw(st.sampled_from([1.0, 2.5, 10.0, 300.0, 7.3])),
@@ -55,11 +62,28 @@ def window_of(tracker: MemoryTracker, provider: str) -> ProviderWindow:
 @pytest.mark.anyio
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=rules(), second=rules(), trace=steps)
-# A rule change while two tiers' cooldowns differ: every tier then runs from the latest of them.
+# A rule change while two tiers' cooldowns differ: each tier keeps its own (the warning tier's ends first).
 @example(
     first=Rule(threshold=1, window=10.0, cooldown=10.0, tiers=((1, "warning"), (2, "error"))),
     second=Rule(threshold=1, window=10.0, cooldown=9.5, tiers=((1, "warning"), (2, "error"))),
     trace=[(0.0, 1, 0), (1.0, 1, 0), (8.8, 1, 1)],
+)
+# After a change that keeps the levels, the error tier fires through the warning tier's cooldown.
+@example(
+    first=Rule(threshold=2, window=10.0, cooldown=10.0, tiers=((2, "warning"), (4, "error"))),
+    second=Rule(threshold=2, window=10.0, cooldown=9.0, tiers=((2, "warning"), (3, "error"))),
+    trace=[(0.0, 2, 0), (1.0, 1, 1)],
+)
+# Levels moved, one twice: by level and rank within it, a new level (fatal) free; untiered is at "error".
+@example(
+    first=Rule(threshold=1, window=10.0, cooldown=10.0, tiers=((1, "warning"), (2, "error"), (3, "warning"))),
+    second=Rule(threshold=1, window=10.0, cooldown=10.0, tiers=((1, "warning"), (2, "warning"), (4, "fatal"))),
+    trace=[(0.0, 1, 0), (0.5, 1, 0), (0.5, 1, 0), (0.5, 1, 1), (0.5, 1, 1), (0.5, 1, 0)],
+)
+@example(
+    first=Rule(threshold=2, window=10.0, cooldown=10.0),
+    second=Rule(threshold=1, window=10.0, cooldown=10.0, tiers=((1, "warning"), (2, "error"))),
+    trace=[(0.0, 2, 0), (1.0, 1, 1), (1.0, 1, 1)],
 )
 # The oldest live bucket straddles the window's trailing edge: the first failure is the edge itself.
 @example(
@@ -129,8 +153,20 @@ async def test_script_decides_exactly_as_the_pure_tracker(
         ours.last_alert,
     )
     # The cooldowns per tier, as the query API's state reads them.
-    theirs = shared._window(provider, [], [], await hgetall(redis_client, shared.keys(provider)[2]))
+    fields = await hgetall(redis_client, shared.keys(provider)[2])
+    theirs = shared._window(provider, [], [], fields)
     assert theirs.cooldowns == window_of(pure, provider).cooldowns
+    # A reload the provider has seen no failure since: the query API carries the cooldowns over as the
+    # script will (an older alertd's signature, without levels: by index for the same rule, else the latest).
+    last = current[0]
+    other = current[0] = second if last is first else first
+    unsigned = fields | {"rl": fields["rl"].rsplit("|", 1)[0]}
+    cooldowns = list(window_of(pure, provider).cooldowns)
+    window_of(pure, provider).change_rule(other)
+    assert shared._window(provider, [], [], fields).cooldowns == window_of(pure, provider).cooldowns
+    latest = max((c for c in cooldowns if c is not None), default=None)
+    carried = cooldowns if other == last else [latest] * len(other.levels)
+    assert shared._window(provider, [], [], unsigned).cooldowns == carried
 
 
 async def hgetall(client: Redis, key: str) -> dict[str, str]:
@@ -235,3 +271,26 @@ async def test_one_redis_decides_every_provider_of_a_call_in_one_evalsha(redis_c
         (3, [(1, 2)]),
     ]
     assert {d.now for d in decisions.values()} == {decisions["a"].now}, "one call, one Redis TIME"
+
+
+@pytest.mark.anyio
+async def test_a_signature_without_levels_keeps_the_cooldowns_for_the_same_rule_else_spreads_the_latest(
+    redis_client: Redis,
+) -> None:
+    """State an older alertd signed ("window|L|digest"): the script cannot map its cooldowns by level."""
+    rule = Rule(threshold=1, window=100.0, cooldown=50.0, tiers=((1, "warning"), (2, "error")))
+    shared = RedisTracker(redis_client, rule, MemoryTracker(rule, max_providers=10), prefix="older:")
+    sig = signature(rule)
+    for provider, older_sig, expected in (
+        ("same", sig.rsplit("|", 1)[0], [BASE, BASE + 1]),  # the same rule: nothing changes
+        ("other", "100.0|2|0123456789abcdef", [BASE + 1, BASE + 1]),  # another: the latest for every tier
+    ):
+        key = shared.keys(provider)[2]
+        await shared.decide({provider: 1}, now=BASE)  # warning
+        await shared.decide({provider: 1}, now=BASE + 1)  # error
+        await redis_client.hset(key, "rl", older_sig)
+        decision = (await shared.decide({provider: 1}, now=BASE + 2))[provider]
+        assert (decision.throttled, decision.alerts) == (1, ())  # the error tier, in its cooldown
+        fields = await hgetall(redis_client, key)
+        assert [float(fields["c1"]), float(fields["c2"])] == expected, provider
+        assert fields["rl"] == sig
