@@ -360,40 +360,33 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
   -- Only what changed is written.
   local set = {}
   local w = 0
+  local function put(field, value)
+    set[w + 1] = field
+    set[w + 2] = value
+    w = w + 2
+  end
   local del = {}
   if old_sig ~= sig then
-    set[w + 1] = 'rl'
-    set[w + 2] = sig
-    w = w + 2
+    put('rl', sig)
   end
   local ft_new = ft + n
   local tt_new = tt + throttled
   if n > 0 then
-    set[w + 1] = 'ft'
-    set[w + 2] = ft_new
-    w = w + 2
+    put('ft', ft_new)
   end
   if throttled > 0 then
-    set[w + 1] = 'tt'
-    set[w + 2] = tt_new
-    w = w + 2
+    put('tt', tt_new)
   end
   local ta = tt_new - throttled_since
   if ta ~= tonumber(st[2] or '') then
-    set[w + 1] = 'ta'
-    set[w + 2] = ta
-    w = w + 2
+    put('ta', ta)
   end
   if alerts > 0 then
-    set[w + 1] = 'la'
-    set[w + 2] = NOW
-    w = w + 2
+    put('la', NOW)
     redis.call('HINCRBY', state_key, 'at', alerts)
   end
   if resolution ~= '' then
-    set[w + 1] = 'lr'
-    set[w + 2] = NOW
-    w = w + 2
+    put('lr', NOW)
   end
   for i = 1, L do
     local c = cd[i]
@@ -402,38 +395,26 @@ local function decide(recent_key, buckets_key, state_key, n, window, cooldown, r
         del[#del + 1] = 'c' .. i
       end
     elseif c ~= tonumber(st[9 + i] or '') then
-      set[w + 1] = 'c' .. i
-      set[w + 2] = c == now and NOW or fmt(c)
-      w = w + 2
+      put('c' .. i, c == now and NOW or fmt(c))
     end
   end
   local span = math.max(window, cooldown)
   if es ~= nil then
     if es ~= tonumber(st[3] or '') then
-      set[w + 1] = 'es'
-      set[w + 2] = es == now and NOW or fmt(es)
-      w = w + 2
+      put('es', es == now and NOW or fmt(es))
     end
     if ea ~= tonumber(st[4] or '') then
-      set[w + 1] = 'ea'
-      set[w + 2] = ea
-      w = w + 2
+      put('ea', ea)
     end
     if et ~= tonumber(st[5] or '') then
-      set[w + 1] = 'et'
-      set[w + 2] = et
-      w = w + 2
+      put('et', et)
     end
     local fb = ft_new - ef
     if fb ~= tonumber(st[6] or '') then
-      set[w + 1] = 'fb'
-      set[w + 2] = fb
-      w = w + 2
+      put('fb', fb)
     end
     if lh ~= tonumber(st[7] or '') then
-      set[w + 1] = 'lh'
-      set[w + 2] = lh == now and NOW or fmt(lh)
-      w = w + 2
+      put('lh', lh == now and NOW or fmt(lh))
     end
     out[3] = fmt(lh + resolve)
     -- An open episode's state outlives its deadline by RESOLVE_AFTER, for whoever resolves it.
