@@ -24,12 +24,13 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 Alerted = tuple[int, int, float, int, int, float, int]
 
 
-def _text(value: Any) -> str:
+def reply_text(value: Any) -> str:
+    """A Redis reply value as text (redis-py gives bytes unless told to decode)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _stamp(value: Any) -> float | None:
-    text = _text(value)
+    text = reply_text(value)
     return float(text) if text else None
 
 

@@ -21,7 +21,16 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
 from alertd.event import FailureEvent
-from alertd.redis_scripts import SCRIPT, SCRIPT_SHA, Decision, Resolved, has_filters, rule_args, stored_cooldowns
+from alertd.redis_scripts import (
+    SCRIPT,
+    SCRIPT_SHA,
+    Decision,
+    Resolved,
+    has_filters,
+    reply_text,
+    rule_args,
+    stored_cooldowns,
+)
 from alertd.tracker import RECENT_SAMPLES, MemoryTracker, ProviderStats, Recorded, Trigger, counted
 from alertd.window import Episode, ProviderWindow, Resolution, Rule
 
@@ -36,10 +45,6 @@ EPISODE_POLL = 0.5
 BULK_CACHE = 65_536
 
 RedisClient = Redis | RedisCluster
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _shift(episode: Episode, offset: float) -> Episode:
@@ -111,7 +116,7 @@ class RedisTracker:
         sha = await self.client.script_load(SCRIPT)
         if isinstance(sha, dict):  # RedisCluster answers per node
             sha = next(iter(sha.values()), SCRIPT_SHA)
-        if _text(sha) != SCRIPT_SHA:
+        if reply_text(sha) != SCRIPT_SHA:
             raise RuntimeError("Redis hashed window.lua differently")
 
     async def probe(self) -> None:
@@ -429,7 +434,7 @@ class RedisTracker:
         found = []
         for i, provider in enumerate(providers):
             recent, buckets, state = replies[3 * i : 3 * i + 3]
-            fields = {_text(k): _text(v) for k, v in state.items()}
+            fields = {reply_text(k): reply_text(v) for k, v in state.items()}
             if not recent and "es" not in fields:
                 continue
             found.append(ProviderStats.of(provider, self._window(provider, recent, buckets, fields), now, offset))
@@ -442,7 +447,7 @@ class RedisTracker:
         window = ProviderWindow.restore(
             rule,
             [float(t) for t in recent],
-            [[float(x) for x in _text(b).split("|")] for b in buckets],
+            [[float(x) for x in reply_text(b).split("|")] for b in buckets],
             last_alert=last_alert,
             totals=(int(fields.get("ft", 0)), int(fields.get("at", 0)), int(fields.get("tt", 0))),
         )

@@ -32,6 +32,8 @@ from redis.asyncio import Redis, RedisCluster
 from structlog.typing import FilteringBoundLogger
 
 from alertd.errors import BackendUnavailableError
+from alertd.redis_scripts import reply_text
+from alertd.redis_tracker import error_reason
 from alertd.silences import MAX_ACTIVE, Silence, SilenceStore
 
 # The hash's field counting its changes; never a silence id (those are 32 hex digits).
@@ -67,25 +69,6 @@ _BACKEND_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException, 
 T = TypeVar("T")
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _reason(exc: BaseException) -> str:
-    """What went wrong talking to Redis, in the words of alertd_backend_errors_total's `reason`."""
-    if isinstance(exc, TimeoutError | redis_errors.TimeoutError):
-        return "timeout"
-    if isinstance(
-        exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError | redis_errors.NoPermissionError
-    ):
-        return "auth"
-    if isinstance(exc, redis_errors.ConnectionError | redis_errors.RedisClusterException | OSError):
-        return "connection"
-    if isinstance(exc, redis_errors.ResponseError):
-        return "response"
-    return "other"
-
-
 def encode(silence: Silence) -> str:
     """The hash value of a silence: the JSON of its state (times as exact epoch seconds)."""
     return json.dumps(silence.to_state(), separators=(",", ":"), allow_nan=False)
@@ -97,8 +80,8 @@ def decode(stored: Mapping[Any, Any]) -> tuple[str, dict[str, Silence], list[str
     silences: dict[str, Silence] = {}
     damaged: list[str] = []
     for raw_field, raw_value in stored.items():
-        field = _text(raw_field)
-        value = _text(raw_value)
+        field = reply_text(raw_field)
+        value = reply_text(raw_value)
         if field == VERSION_FIELD:
             version = value
             continue
@@ -209,13 +192,13 @@ class RedisSilences:
                 with anyio.fail_after(self.timeout):
                     # Most of the time nothing changed: one small HGET instead of the whole hash.
                     seen = await self.client.hget(self.key, VERSION_FIELD)
-                    unchanged = self._version is not None and _text(seen or "") == self._version
+                    unchanged = self._version is not None and reply_text(seen or "") == self._version
                     fresh = None if unchanged else await self._read()
             except Exception as exc:  # noqa: BLE001 - the alert path must go on, from the last copy
                 if not self._read_failing and self._log is not None:
                     self._log.warning(
                         "silences_unreadable",
-                        reason=_reason(exc),
+                        reason=error_reason(exc),
                         error=type(exc).__name__,
                         detail="Redis did not answer: API silences hold as last read until it does",
                     )
@@ -282,7 +265,7 @@ class RedisSilences:
         return int(reply) == 1
 
     def _unavailable(self, exc: BaseException) -> BackendUnavailableError:
-        reason = _reason(exc)
+        reason = error_reason(exc)
         if reason == "timeout":
             detail = f"Redis did not answer within ALERTD_REDIS_TIMEOUT_SECONDS ({self.timeout:g}s)"
         else:
