@@ -1,4 +1,4 @@
-"""Shared fixtures: the anyio backend, a loopback Sentry, and the CI rule that nothing skips."""
+"""Shared fixtures: the anyio backend, a loopback Sentry and its Web API, and the CI rule that nothing skips."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.sentry_api import LoopbackSentryApi, loopback_sentry_api
 from tests.support.sentry_server import LoopbackSentry, loopback_sentry
 
 
@@ -19,6 +20,13 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def sentry() -> AsyncIterator[LoopbackSentry]:
     async with loopback_sentry() as server:
+        yield server
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[LoopbackSentryApi]:
+    """The loopback stand-in of Sentry's one Web API endpoint alertd calls (issue resolution)."""
+    async with loopback_sentry_api() as server:
         yield server
 
 

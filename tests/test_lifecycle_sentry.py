@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 
 from tests.support.daemon import FakeClock, RunningDaemon, running_daemon
-from tests.support.sentry_api import TOKEN, LoopbackSentryApi, loopback_sentry_api
+from tests.support.sentry_api import TOKEN, LoopbackSentryApi
 from tests.support.sentry_server import LoopbackSentry
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[LoopbackSentryApi]:
-    async with loopback_sentry_api() as server:
-        yield server
 
 
 def lifecycle_env(sentry: LoopbackSentry, api: LoopbackSentryApi, resolve_after: str = "0.3") -> dict[str, str]:

@@ -27,7 +27,7 @@ from alertd.resolver import (
     resolve_query,
 )
 from alertd.sentry_config import SentryApi
-from tests.support.sentry_api import TOKEN, LoopbackSentryApi, loopback_sentry_api
+from tests.support.sentry_api import TOKEN, LoopbackSentryApi
 
 pytestmark = pytest.mark.anyio
 
@@ -87,12 +87,6 @@ async def running(settings: SentryApi, **options: float) -> AsyncIterator[Runnin
         await tasks.start(run.resolver.run)
         yield run
         tasks.cancel_scope.cancel()
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[LoopbackSentryApi]:
-    async with loopback_sentry_api() as server:
-        yield server
 
 
 def settings_for(api_url: str, token: str = TOKEN) -> SentryApi:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ import anyio
 import pytest
 
 from tests.support.daemon import FakeClock, RunningDaemon, running_daemon
-from tests.support.sentry_api import TOKEN, LoopbackSentryApi, loopback_sentry_api
+from tests.support.sentry_api import TOKEN, LoopbackSentryApi
 from tests.support.sentry_server import LoopbackSentry
 
 pytestmark = pytest.mark.anyio
@@ -22,12 +21,6 @@ async def silence(daemon: RunningDaemon, **body: Any) -> dict[str, Any]:
         assert response.status == 201, await response.text()
         answer: dict[str, Any] = await response.json()
         return answer
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[LoopbackSentryApi]:
-    async with loopback_sentry_api() as server:
-        yield server
 
 
 async def test_a_glob_silence_stops_alerts_for_the_providers_it_covers_only(sentry: LoopbackSentry) -> None:

@@ -6,8 +6,6 @@ API), also when the process that opened it is killed; a rules file with tiers gi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +13,13 @@ import aiohttp
 import anyio
 import pytest
 
-from tests.cluster.test_three_processes import post, wait_for_mode
-from tests.support.process import Child, alertd_serve
+from tests.cluster.test_three_processes import post, three
+from tests.support.process import Child
 from tests.support.redis_server import RedisServer
-from tests.support.sentry_api import TOKEN, LoopbackSentryApi, loopback_sentry_api
+from tests.support.sentry_api import TOKEN, LoopbackSentryApi
 from tests.support.sentry_server import LoopbackSentry
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[LoopbackSentryApi]:
-    async with loopback_sentry_api() as server:
-        yield server
-
-
-@asynccontextmanager
-async def three(env: dict[str, str]) -> AsyncIterator[tuple[list[Child], aiohttp.ClientSession]]:
-    async with AsyncExitStack() as stack:
-        session = await stack.enter_async_context(aiohttp.ClientSession())
-        children = [await stack.enter_async_context(alertd_serve(env)) for _ in range(3)]
-        for child in children:
-            await wait_for_mode(session, child, "redis")
-        yield children, session
 
 
 def lifecycle_env(server: RedisServer, sentry: LoopbackSentry, api: LoopbackSentryApi) -> dict[str, str]:

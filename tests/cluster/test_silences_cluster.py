@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.cluster.test_three_processes import post, wait_for_mode
-from tests.support.process import Child, alertd_serve
+from tests.cluster.test_three_processes import post, three
+from tests.support.process import Child
 from tests.support.redis_server import redis_server
 from tests.support.sentry_server import LoopbackSentry
 
@@ -49,12 +48,8 @@ async def alerts_at_sentry(sentry: LoopbackSentry, count: int) -> list[dict[str,
 async def test_a_silence_made_on_one_process_holds_on_the_other_two(tmp_path: Path, sentry: LoopbackSentry) -> None:
     env = {"ALERTD_THRESHOLD": "5", "ALERTD_COOLDOWN_SECONDS": "60", "SENTRY_DSN": sentry.dsn}
     with redis_server(tmp_path) as server:
-        async with AsyncExitStack() as stack:
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            env["ALERTD_REDIS_URL"] = server.url
-            children = [await stack.enter_async_context(alertd_serve(env)) for _ in range(3)]
-            for child in children:
-                await wait_for_mode(session, child, "redis")
+        env["ALERTD_REDIS_URL"] = server.url
+        async with three(env) as (children, session):
             maker, first, second = children
 
             body = {"providers": "bedrock-*", "duration_seconds": 3600, "comment": "AWS maintenance"}
