@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import anyio
 import pytest
 
-from tests.support.daemon import FakeClock, RunningDaemon, running_daemon
+from tests.support.daemon import FakeClock, running_daemon
 from tests.support.sentry_server import LoopbackSentry
 
 pytestmark = pytest.mark.anyio
@@ -16,14 +15,6 @@ pytestmark = pytest.mark.anyio
 
 def epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-async def wait_logged(daemon: RunningDaemon, event: str, count: int = 1, within: float = 10.0) -> list[dict[str, Any]]:
-    with anyio.fail_after(within):
-        # The log is a StringIO: there is nothing to wait on but time.
-        while len(found := daemon.logged(event)) < count:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-    return found
 
 
 async def test_an_episode_opens_resolves_on_time_and_the_next_hit_opens_another() -> None:
@@ -47,7 +38,7 @@ async def test_an_episode_opens_resolves_on_time_and_the_next_hit_opens_another(
         assert episode["last_resolved_at"] is None
         assert 'alertd_provider_firing{provider="p"} 1.0' in await daemon.scrape()
         await daemon.post({"provider": "p"})  # a throttled hit: the deadline moves
-        [resolved] = await wait_logged(daemon, "alert_resolved")
+        [resolved] = await daemon.wait_logged("alert_resolved")
         status, body = await daemon.get_json("/v1/providers/p")
         last_hit = epoch(body["last_failure_at"])
         lateness = epoch(resolved["resolved_at"]) - (last_hit + 0.4)
@@ -78,7 +69,7 @@ async def test_failures_below_the_threshold_do_not_keep_an_episode_open() -> Non
         for _ in range(4):
             await anyio.sleep(0.25)  # each failure alone in its window
             await daemon.post({"provider": "p"})
-        [resolved] = await wait_logged(daemon, "alert_resolved")
+        [resolved] = await daemon.wait_logged("alert_resolved")
         assert resolved["failures"] >= 3
         assert resolved["alerts"] == 1
         assert resolved["throttled"] == 0

@@ -99,9 +99,7 @@ async def test_a_silence_holds_back_the_sentry_resolution_until_it_ends(
         await silence(daemon, providers="a", ends_at=ends_at, comment="maintenance")
         [call] = await api.wait_for_calls(1)  # b's resolution goes through
         assert call.provider == "b"
-        with anyio.fail_after(10):
-            while len(daemon.logged("alert_resolved")) < 2:  # noqa: ASYNC110 - the log is what is observed
-                await anyio.sleep(0.02)
+        await daemon.wait_logged("alert_resolved", 2)
         [held] = daemon.logged("resolution_silenced")
         assert held["provider"] == "a"
         assert [c.provider for c in api.calls] == ["b"]  # nothing for a while the silence lasts

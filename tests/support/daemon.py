@@ -83,6 +83,14 @@ class RunningDaemon:
         """The log lines whose event is `event`."""
         return [line for line in self.log_lines() if line["event"] == event]
 
+    async def wait_logged(self, event: str, count: int = 1, within: float = 10.0) -> list[dict[str, Any]]:
+        """The log lines whose event is `event`, once there are at least `count` of them."""
+        with anyio.fail_after(within):
+            # The log is a StringIO: there is nothing to wait on but time.
+            while len(found := self.logged(event)) < count:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        return found
+
 
 @asynccontextmanager
 async def running_daemon(
